@@ -23,16 +23,38 @@ FAILED = "failed"
 
 
 def item_done(item: Item, output: str | None, **metrics: Any) -> dict[str, Any]:
-    return {"item_id": item.item_id, "source": item.source, "label": item.label, "status": DONE,
-            "error": None, "output": output, **metrics}
+    return {
+        "item_id": item.item_id,
+        "source": item.source,
+        "label": item.label,
+        "status": DONE,
+        "error": None,
+        "output": output,
+        **metrics,
+    }
 
 
 def item_failed(item: Item, error: str) -> dict[str, Any]:
-    return {"item_id": item.item_id, "source": item.source, "label": item.label, "status": FAILED,
-            "error": error, "output": None}
+    return {
+        "item_id": item.item_id,
+        "source": item.source,
+        "label": item.label,
+        "status": FAILED,
+        "error": error,
+        "output": None,
+    }
 
 
-def shard_record(run_id: str, shard_id: str, kind: str, items: list[dict[str, Any]], **info: Any) -> dict[str, Any]:
+def shard_record(
+    run_id: str, shard_id: str, kind: str, items: list[dict[str, Any]], **info: Any
+) -> dict[str, Any]:
     """``info``: worker, device, attempt, seconds... (free-form, for status and the report)."""
-    return {"version": SPEC_VERSION, "run_id": run_id, "shard_id": shard_id, "kind": kind,
-            "written_at": time.time(), "items": items, **info}
+    return {
+        "version": SPEC_VERSION,
+        "run_id": run_id,
+        "shard_id": shard_id,
+        "kind": kind,
+        "written_at": time.time(),
+        "items": items,
+        **info,
+    }

@@ -113,16 +113,31 @@ JOB_PARAMS: dict[str, dict[str, Param]] = {
 # Named style presets (REFERENCE.md §1): size, style size and loss settings.
 STYLE_PRESETS: dict[str, dict[str, Any]] = {
     "composition_vii": {
-        "size": 192, "style_size": 512, "content_layer": 3, "content_weight": 5e-2,
-        "style_layers": [1, 4, 6, 7], "style_weights": [20000, 500, 12, 1], "tv_weight": 5e-2,
+        "size": 192,
+        "style_size": 512,
+        "content_layer": 3,
+        "content_weight": 5e-2,
+        "style_layers": [1, 4, 6, 7],
+        "style_weights": [20000, 500, 12, 1],
+        "tv_weight": 5e-2,
     },
     "scream": {
-        "size": 192, "style_size": 224, "content_layer": 3, "content_weight": 3e-2,
-        "style_layers": [1, 4, 6, 7], "style_weights": [200000, 800, 12, 1], "tv_weight": 2e-2,
+        "size": 192,
+        "style_size": 224,
+        "content_layer": 3,
+        "content_weight": 3e-2,
+        "style_layers": [1, 4, 6, 7],
+        "style_weights": [200000, 800, 12, 1],
+        "tv_weight": 2e-2,
     },
     "starry_night": {
-        "size": 192, "style_size": 192, "content_layer": 3, "content_weight": 6e-2,
-        "style_layers": [1, 4, 6, 7], "style_weights": [300000, 1000, 15, 3], "tv_weight": 2e-2,
+        "size": 192,
+        "style_size": 192,
+        "content_layer": 3,
+        "content_weight": 6e-2,
+        "style_layers": [1, 4, 6, 7],
+        "style_weights": [300000, 1000, 15, 3],
+        "tv_weight": 2e-2,
     },
 }
 
@@ -158,7 +173,7 @@ class Shard:
         return {"shard_id": self.shard_id, "items": [asdict(i) for i in self.items]}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Shard:
+    def from_dict(cls, d: Any) -> Shard:
         if not isinstance(d, Mapping):
             raise InvalidSpec("shard", "must be an object")
         shard_id = d.get("shard_id")
@@ -192,13 +207,15 @@ class JobSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> JobSpec:
+    def from_dict(cls, d: Any) -> JobSpec:
         """Parse and validate; raises InvalidSpec naming the field."""
         if not isinstance(d, Mapping):
             raise InvalidSpec("spec", "must be a JSON object")
         version = d.get("version")
         if version != SPEC_VERSION:
-            raise InvalidSpec("version", f"unsupported spec version {version!r} (this ascent reads {SPEC_VERSION})")
+            raise InvalidSpec(
+                "version", f"unsupported spec version {version!r} (this ascent reads {SPEC_VERSION})"
+            )
         known = {"kind", "run_id", "store", "model", "weights", "params", "inputs", "size", "version"}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -213,9 +230,15 @@ class JobSpec:
         if not isinstance(params, Mapping):
             raise InvalidSpec("params", "must be an object")
         spec = cls(
-            kind=d["kind"], run_id=d["run_id"], store=d["store"], model=d.get("model", "squeezenet1_1"),
-            weights=d.get("weights"), params=dict(params), inputs=tuple(inputs),
-            size=d.get("size", 224), version=version,
+            kind=d["kind"],
+            run_id=d["run_id"],
+            store=d["store"],
+            model=d.get("model", "squeezenet1_1"),
+            weights=d.get("weights"),
+            params=dict(params),
+            inputs=tuple(inputs),
+            size=d.get("size", 224),
+            version=version,
         )
         return spec.validate()
 
@@ -224,9 +247,13 @@ class JobSpec:
         if self.kind not in JOB_KINDS:
             raise InvalidSpec("kind", f"unknown job kind {self.kind!r}; known: {', '.join(JOB_KINDS)}")
         if not _ID_RE.match(self.run_id):
-            raise InvalidSpec("run_id", f"{self.run_id!r} must be 1-128 of A-Z a-z 0-9 . _ - and not start with . _ -")
+            raise InvalidSpec(
+                "run_id", f"{self.run_id!r} must be 1-128 of A-Z a-z 0-9 . _ - and not start with . _ -"
+            )
         if not self.store or "://" not in self.store:
-            raise InvalidSpec("store", f"{self.store!r} is not a store URI (file://... or s3://bucket/prefix)")
+            raise InvalidSpec(
+                "store", f"{self.store!r} is not a store URI (file://... or s3://bucket/prefix)"
+            )
         if self.model not in MODEL_NAMES:
             raise InvalidSpec("model", f"unknown model {self.model!r}; available: {', '.join(MODEL_NAMES)}")
         if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
@@ -236,7 +263,9 @@ class JobSpec:
         schema = JOB_PARAMS[self.kind]
         for name in self.params:
             if name not in schema:
-                raise InvalidSpec(f"params.{name}", f"unknown parameter for {self.kind}; known: {', '.join(schema)}")
+                raise InvalidSpec(
+                    f"params.{name}", f"unknown parameter for {self.kind}; known: {', '.join(schema)}"
+                )
         filled: dict[str, Any] = {}
         for name, p in schema.items():
             value = self.params.get(name, p.default)
@@ -254,8 +283,15 @@ class JobSpec:
         if self.kind != "classviz" and not self.inputs:
             raise InvalidSpec("inputs", "no input images given")
         return JobSpec(
-            kind=self.kind, run_id=self.run_id, store=self.store, model=self.model, weights=self.weights,
-            params=filled, inputs=self.inputs, size=self.size, version=self.version,
+            kind=self.kind,
+            run_id=self.run_id,
+            store=self.store,
+            model=self.model,
+            weights=self.weights,
+            params=filled,
+            inputs=self.inputs,
+            size=self.size,
+            version=self.version,
         )
 
 

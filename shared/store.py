@@ -21,7 +21,7 @@ import tempfile
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote, urlparse
 
 from shared.errors import InvalidInput, NotFoundInStore
@@ -79,8 +79,8 @@ class Store(ABC):
 class MemoryStore(Store):
     """In-process store for unit tests; instances with the same name share their data."""
 
-    _spaces: dict[str, dict[str, bytes]] = {}
-    _lock = threading.Lock()
+    _spaces: ClassVar[dict[str, dict[str, bytes]]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, name: str = "default") -> None:
         self.uri = f"memory://{name}"

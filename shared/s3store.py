@@ -1,0 +1,359 @@
+"""S3 and S3-compatible object stores (AWS, MinIO, Ceph, moto) behind the ``Store`` interface.
+
+``S3Store.from_uri("s3://bucket/prefix", endpoint_url="http://minio:9000")``. With an endpoint set,
+requests use path-style addressing (``http://minio:9000/bucket/key``), which MinIO and moto need.
+Credentials come from boto3's own chain (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, a
+profile or an instance role); nothing here stores them.
+
+Errors say whether to retry: network faults, 5xx and throttling raise ``TransientError`` (after
+botocore's own standard-mode retries); a missing key raises ``NotFoundInStore``; a missing bucket
+raises ``BucketNotFound``; anything else (access denied, bad request) raises ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import os
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+from shared.errors import InvalidInput, NotFoundInStore, StoreError, TransientError
+from shared.store import Store, validate_key
+
+MiB = 1024 * 1024
+DEFAULT_MULTIPART_THRESHOLD = 8 * MiB
+DEFAULT_MAX_ATTEMPTS = 5
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_RETRYABLE_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"}
+)
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_MISSING_BUCKET_CODES = frozenset({"NoSuchBucket", "404", "NotFound"})
+_CREDENTIAL_CODES = frozenset(
+    {"AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+)
+
+
+class BucketNotFound(StoreError):
+    """The bucket does not exist (permanent: create it or fix the store URI)."""
+
+
+def resolve_endpoint(endpoint_url: str | None) -> str | None:
+    """``endpoint_url``, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``, else None (AWS itself)."""
+    # boto3 reads these variables anyway; reading them here too lets path-style addressing follow.
+    return endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def client_config(*, path_style: bool, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> Config:
+    """The botocore configuration every S3 client here uses."""
+    return Config(
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if path_style else "auto"},
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        connect_timeout=10,
+        read_timeout=60,
+        tcp_keepalive=True,
+        # botocore >= 1.36 adds CRC trailers by default, which several S3-compatible servers reject.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+
+
+_clients: dict[tuple[int, str | None, str | None, int], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _clients_lock
+    # The parent may have held the lock while forking; its pooled sockets are not ours either.
+    _clients_lock = threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def s3_client(
+    endpoint_url: str | None = None, region: str | None = None, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+) -> Any:
+    """A boto3 S3 client for this process: created on first use, and again in a forked child."""
+    endpoint = resolve_endpoint(endpoint_url)
+    key = (os.getpid(), endpoint, region, max_attempts)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            # A fresh session per client: boto3's default session is not thread-safe.
+            client = boto3.session.Session().client(
+                "s3",
+                endpoint_url=endpoint,
+                region_name=region,
+                config=client_config(path_style=endpoint is not None, max_attempts=max_attempts),
+            )
+            _clients[key] = client
+        return client
+
+
+def bucket_not_found(bucket: str, endpoint: str | None) -> BucketNotFound:
+    where = f" at {endpoint}" if endpoint else ""
+    return BucketNotFound(
+        f"bucket {bucket!r} does not exist{where}: create it or fix the store URI (not retryable)"
+    )
+
+
+@contextmanager
+def translate_errors(what: str, bucket: str, endpoint: str | None) -> Iterator[None]:
+    """Turn botocore exceptions raised inside the block into ascent's errors naming ``what``."""
+    where = f" at {endpoint}" if endpoint else ""
+    try:
+        yield
+    except ClientError as e:
+        error = e.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        message = error.get("Message") or code
+        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code == "NoSuchBucket":
+            raise bucket_not_found(bucket, endpoint) from None
+        if code in _NOT_FOUND_CODES:
+            raise NotFoundInStore(f"{what} does not exist") from None
+        if status >= 500 or code in _RETRYABLE_CODES:
+            raise TransientError(
+                f"{what}: S3{where} answered {status} {code}: {message} (retry later)"
+            ) from e
+        if code in _CREDENTIAL_CODES:
+            raise StoreError(
+                f"{what}: access denied ({code}){where}: check the AWS credentials and the bucket policy"
+                " (not retryable)"
+            ) from e
+        raise StoreError(f"{what}: S3 error {code} ({status}): {message} (not retryable)") from e
+    except (NoCredentialsError, PartialCredentialsError) as e:
+        raise StoreError(
+            f"{what}: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile/role)"
+        ) from e
+    except (BotoConnectionError, HTTPClientError) as e:
+        raise TransientError(f"{what}: cannot reach S3{where}: {e} (retry later)") from e
+    except BotoCoreError as e:
+        raise StoreError(f"{what}: {e}") from e
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``"s3://bucket/a/b.png"`` -> ``("bucket", "a/b.png")``; the key may be empty."""
+    parts = urlsplit(uri)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise InvalidInput(f"{uri!r} is not an S3 URI like s3://bucket/key")
+    if not _BUCKET_RE.match(parts.netloc):
+        raise InvalidInput(f"{uri!r}: {parts.netloc!r} is not a valid bucket name (3-63 of a-z 0-9 . -)")
+    return parts.netloc, parts.path.lstrip("/")
+
+
+def read_object(
+    bucket: str,
+    key: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    what: str | None = None,
+) -> bytes:
+    """The bytes of ``s3://bucket/key`` (any key: for inputs, not store keys). Errors name ``what``."""
+    endpoint = resolve_endpoint(endpoint_url)
+    with translate_errors(what or f"s3://{bucket}/{key}", bucket, endpoint):
+        response = s3_client(endpoint, region).get_object(Bucket=bucket, Key=key)
+        return bytes(response["Body"].read())  # inside the block: a broken stream is transient too
+
+
+def object_etag(
+    bucket: str,
+    key: str,
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    what: str | None = None,
+) -> str:
+    """The ETag of ``s3://bucket/key`` (changes whenever the object does)."""
+    endpoint = resolve_endpoint(endpoint_url)
+    with translate_errors(what or f"s3://{bucket}/{key}", bucket, endpoint):
+        return str(s3_client(endpoint, region).head_object(Bucket=bucket, Key=key)["ETag"])
+
+
+class S3Store(Store):
+    """Objects under ``s3://bucket/prefix/``. The client is made lazily, once per process."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        public_endpoint_url: str | None = None,
+        multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        if not _BUCKET_RE.match(bucket):
+            raise InvalidInput(f"{bucket!r} is not a valid bucket name (3-63 of a-z 0-9 . -)")
+        prefix = prefix.strip("/")
+        if prefix:
+            validate_key(prefix)
+        self.bucket = bucket
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.uri = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        self.endpoint_url = resolve_endpoint(endpoint_url)
+        self.region = region
+        self.public_endpoint_url = public_endpoint_url or self.endpoint_url
+        self.multipart_threshold = multipart_threshold
+        self.max_attempts = max_attempts
+        self._bucket_checked = False
+
+    @classmethod
+    def from_uri(
+        cls,
+        uri: str,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        public_endpoint_url: str | None = None,
+        **options: Any,
+    ) -> S3Store:
+        """``s3://bucket`` or ``s3://bucket/prefix``; ``options`` go to ``S3Store(...)``."""
+        bucket, prefix = split_s3_uri(uri)
+        return cls(
+            bucket,
+            prefix,
+            endpoint_url=endpoint_url,
+            region=region,
+            public_endpoint_url=public_endpoint_url,
+            **options,
+        )
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.uri!r}, endpoint_url={self.endpoint_url!r})"
+
+    @property
+    def client(self) -> Any:
+        return s3_client(self.endpoint_url, self.region, max_attempts=self.max_attempts)
+
+    def _errors(self, key: str) -> Any:
+        return translate_errors(f"{self.uri}/{key}", self.bucket, self.endpoint_url)
+
+    def _object_key(self, key: str) -> str:
+        key = self.prefix + validate_key(key)
+        self._ensure_bucket()
+        return key
+
+    def _ensure_bucket(self) -> None:
+        # Checked once, so that a missing bucket is reported as such and not as a missing key
+        # (HEAD requests carry no error code to tell the two apart).
+        if self._bucket_checked:
+            return
+        with translate_errors(f"s3://{self.bucket}", self.bucket, self.endpoint_url):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in _MISSING_BUCKET_CODES:
+                    raise bucket_not_found(self.bucket, self.endpoint_url) from None
+                raise
+        self._bucket_checked = True
+
+    def create_bucket_if_missing(self) -> bool:
+        """Create the bucket unless it exists; True when it was created."""
+        with translate_errors(f"s3://{self.bucket}", self.bucket, self.endpoint_url):
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+                return False
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") not in _MISSING_BUCKET_CODES:
+                    raise
+            args: dict[str, Any] = {"Bucket": self.bucket}
+            if self.region and self.region != "us-east-1":  # us-east-1 rejects an explicit constraint
+                args["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            try:
+                self.client.create_bucket(**args)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise
+                return False
+        return True
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """One PUT below ``multipart_threshold``, a multipart upload above (both atomic on S3)."""
+        object_key = self._object_key(key)
+        content_type = content_type or mimetypes.guess_type(key)[0] or "application/octet-stream"
+        with self._errors(key):
+            if len(data) < self.multipart_threshold:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=object_key, Body=bytes(data), ContentType=content_type
+                )
+            else:
+                # s3transfer raises the part size to S3's 5 MiB minimum when the threshold is lower.
+                transfer = TransferConfig(
+                    multipart_threshold=self.multipart_threshold, multipart_chunksize=self.multipart_threshold
+                )
+                self.client.upload_fileobj(
+                    io.BytesIO(data),
+                    self.bucket,
+                    object_key,
+                    ExtraArgs={"ContentType": content_type},
+                    Config=transfer,
+                )
+
+    def get(self, key: str) -> bytes:
+        object_key = self._object_key(key)
+        with self._errors(key):
+            response = self.client.get_object(Bucket=self.bucket, Key=object_key)
+            return bytes(response["Body"].read())
+
+    def exists(self, key: str) -> bool:
+        object_key = self._object_key(key)
+        try:
+            with self._errors(key):
+                self.client.head_object(Bucket=self.bucket, Key=object_key)
+        except NotFoundInStore:
+            return False
+        return True
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys (without the store's prefix) that start with ``prefix``, sorted."""
+        self._ensure_bucket()
+        keys: list[str] = []
+        with self._errors(prefix + "*"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", ()))
+        return sorted(keys)
+
+    def url(self, key: str, expires: int | None = None) -> str:
+        """``s3://bucket/prefix/key``, or with ``expires`` (seconds) a presigned HTTP GET URL that
+        points at ``public_endpoint_url`` (the name clients use) when one is set."""
+        object_key = self.prefix + validate_key(key)
+        if expires is None:
+            return f"s3://{self.bucket}/{object_key}"
+        if not isinstance(expires, int) or not 0 < expires <= MAX_PRESIGN_SECONDS:
+            raise InvalidInput(f"expires={expires!r}: must be 1..{MAX_PRESIGN_SECONDS} seconds")
+        signer = s3_client(self.public_endpoint_url, self.region, max_attempts=self.max_attempts)
+        with self._errors(key):
+            return str(
+                signer.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": object_key}, ExpiresIn=expires
+                )
+            )
+
+    def delete(self, key: str) -> None:
+        object_key = self._object_key(key)
+        with self._errors(key):
+            self.client.delete_object(Bucket=self.bucket, Key=object_key)

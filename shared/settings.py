@@ -1,0 +1,173 @@
+"""Process settings, read once from the environment at start-up and passed down.
+
+``Settings.from_env()`` is the only place that reads these variables:
+
+    ASCENT_BROKER_URL         redis://[:password@]host:port/db, rediss://... (unset: embedded Redis)
+    ASCENT_STORE              store URI (default file://./ascent-data)
+    AWS_ENDPOINT_URL          S3-compatible endpoint, e.g. http://minio:9000 (unset: AWS)
+    AWS_DEFAULT_REGION        default us-east-1
+    ASCENT_S3_PUBLIC_ENDPOINT endpoint that presigned URLs point at, when clients reach S3 by
+                              another name than workers do (unset: AWS_ENDPOINT_URL)
+    ASCENT_MAX_ATTEMPTS       attempts per item before it is dead-lettered (default 3)
+    ASCENT_MAX_PIXELS         largest input image, width × height (default 64,000,000)
+    ASCENT_FLOWER_BASIC_AUTH  user:password[,user2:password2] for Flower
+
+AWS keys are deliberately not here: boto3 reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
+(or a profile, or an instance role) itself, so they can never end up in a task message or a log.
+Empty variables count as unset (compose files often write ``VAR=``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from shared.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from shared.store import Store
+
+# Field -> environment variable; errors name both so the user knows what to fix.
+ENV_VARS: dict[str, str] = {
+    "broker_url": "ASCENT_BROKER_URL",
+    "store": "ASCENT_STORE",
+    "aws_endpoint_url": "AWS_ENDPOINT_URL",
+    "aws_region": "AWS_DEFAULT_REGION",
+    "s3_public_endpoint_url": "ASCENT_S3_PUBLIC_ENDPOINT",
+    "max_attempts": "ASCENT_MAX_ATTEMPTS",
+    "max_pixels": "ASCENT_MAX_PIXELS",
+    "flower_basic_auth": "ASCENT_FLOWER_BASIC_AUTH",
+}
+_INT_FIELDS = ("max_attempts", "max_pixels")
+_HIDDEN = "***"
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` with its password replaced by ``***`` (``redis://:secret@h:6379/0`` -> ``redis://:***@h:6379/0``)."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _HIDDEN  # unparsable: it may still hold a secret
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{_HIDDEN}@{hostport}"))
+
+
+def redact_basic_auth(value: str | None) -> str | None:
+    """``"alice:pw,bob:pw2"`` -> ``"alice:***,bob:***"``."""
+    if not value:
+        return value
+    return ",".join(f"{pair.split(':', 1)[0]}:{_HIDDEN}" for pair in value.split(","))
+
+
+def _problem(name: str, reason: str) -> InvalidInput:
+    return InvalidInput(f"{ENV_VARS[name]} ({name}): {reason}; fix the setting, retrying will not help")
+
+
+@dataclass(frozen=True, repr=False)
+class Settings:
+    """Everything a process needs to know about its surroundings. Immutable; secrets hidden in repr."""
+
+    broker_url: str | None = None
+    store: str = "file://./ascent-data"
+    aws_endpoint_url: str | None = None
+    aws_region: str = "us-east-1"
+    s3_public_endpoint_url: str | None = None
+    max_attempts: int = 3
+    # Below Pillow's own warning limit (89,478,485) so our clearer error fires first.
+    max_pixels: int = 64_000_000
+    flower_basic_auth: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise _problem(name, f"must be a positive integer, got {value!r}")
+        if self.broker_url is not None and "://" not in self.broker_url:
+            raise _problem(
+                "broker_url", f"{redact_url(self.broker_url)!r} is not a URL like redis://host:6379/0"
+            )
+        if not self.store:
+            raise _problem("store", "must be a store URI such as file:///data or s3://bucket/prefix")
+        for name in ("aws_endpoint_url", "s3_public_endpoint_url"):
+            url = getattr(self, name)
+            if url is not None and urlsplit(url).scheme not in ("http", "https"):
+                raise _problem(name, f"{url!r} must be an http:// or https:// URL")
+        if not self.aws_region:
+            raise _problem("aws_region", "must not be empty")
+        if self.flower_basic_auth is not None and not all(
+            ":" in pair and pair.split(":", 1)[0] for pair in self.flower_basic_auth.split(",")
+        ):
+            raise _problem("flower_basic_auth", "must be user:password (comma-separated for several users)")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the variables listed in the module docstring from ``environ`` (default ``os.environ``).
+
+        Raises InvalidInput naming the variable when a value is malformed."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, var in ENV_VARS.items():
+            raw = env.get(var, "").strip()
+            if not raw:
+                continue
+            if name in _INT_FIELDS:
+                try:
+                    values[name] = int(raw)
+                except ValueError:
+                    raise _problem(name, f"{raw!r} is not an integer") from None
+            else:
+                values[name] = raw
+        return cls(**values)
+
+    def with_overrides(
+        self, *, broker: str | None = None, store: str | None = None, **fields: Any
+    ) -> Settings:
+        """A copy with CLI flags applied; ``None`` means "keep the current value"."""
+        changes = {k: v for k, v in fields.items() if v is not None}
+        unknown = sorted(set(changes) - set(ENV_VARS))
+        if unknown:
+            raise InvalidInput(f"unknown setting {unknown[0]!r}; known: {', '.join(ENV_VARS)}")
+        if broker is not None:
+            changes["broker_url"] = broker
+        if store is not None:
+            changes["store"] = store
+        return dataclasses.replace(self, **changes)
+
+    def store_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``open_store`` (used by ``s3://`` stores, ignored by the others)."""
+        return {
+            "endpoint_url": self.aws_endpoint_url,
+            "region": self.aws_region,
+            "public_endpoint_url": self.s3_public_endpoint_url,
+        }
+
+    def open_store(self, uri: str | None = None) -> Store:
+        """The store at ``uri`` (default: this process's ``store``), configured from these settings."""
+        from shared.store import open_store
+
+        return open_store(uri or self.store, **self.store_options())
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict safe to log: passwords in URLs and Flower auth replaced by ``***``."""
+        values = dataclasses.asdict(self)
+        values["broker_url"] = redact_url(self.broker_url)
+        values["store"] = redact_url(self.store)
+        values["aws_endpoint_url"] = redact_url(self.aws_endpoint_url)
+        values["s3_public_endpoint_url"] = redact_url(self.s3_public_endpoint_url)
+        values["flower_basic_auth"] = redact_basic_auth(self.flower_basic_auth)
+        return values
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
+        return f"Settings({fields})"
+
+    __str__ = __repr__

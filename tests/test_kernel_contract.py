@@ -1,0 +1,142 @@
+"""One contract over the whole registry of jobs, on a tiny seeded network (fast, no assets)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from shared.errors import InvalidInput
+from shared.kernels import JOBS, AdamStep, class_visualization, fool, saliency, style_transfer
+from shared.models import load_classifier
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_classifier("tiny", device="cpu")
+
+
+def images(n=3, size=32, seed=0):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def run_job(name, model, batch):
+    """Run a job from the registry on ``batch`` with small settings; return its output images."""
+    n = batch.shape[0]
+    if name == "saliency":
+        return saliency(model, batch, list(range(n)))[:, None].expand(-1, 3, -1, -1)
+    if name == "fool":
+        return fool(model, batch, [7] * n, max_iters=10).images
+    if name == "classviz":
+        return class_visualization(model, list(range(n)), iters=3, size=batch.shape[-1], seed=1)
+    if name == "style":
+        return style_transfer(model, batch, images(1, 40, seed=9), iters=4, decay_at=2, seed=1).images
+    raise AssertionError(name)
+
+
+def test_registry_lists_the_four_jobs():
+    assert list(JOBS) == ["saliency", "fool", "classviz", "style"]
+
+
+@pytest.mark.parametrize("name", list(JOBS))
+def test_job_keeps_shape_range_and_finiteness(name, tiny):
+    out = run_job(name, tiny, images())
+    assert out.shape == (3, 3, 32, 32)
+    assert torch.isfinite(out).all()
+    if name != "saliency":
+        assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("name", list(JOBS))
+def test_job_is_deterministic_with_its_seed(name, tiny):
+    assert torch.equal(run_job(name, tiny, images()), run_job(name, tiny, images()))
+
+
+@pytest.mark.parametrize("name", list(JOBS))
+def test_job_batched_equals_one_at_a_time(name, tiny):
+    batch = images()
+    together = run_job(name, tiny, batch)
+    if name == "classviz":  # classes are the batch; same seed, same start for each
+        alone = torch.cat([class_visualization(tiny, [i], iters=3, size=32, seed=1) for i in range(3)])
+    elif name == "saliency":
+        alone = torch.cat([saliency(tiny, batch[i : i + 1], [i]) for i in range(3)])[:, None].expand(
+            -1, 3, -1, -1
+        )
+    else:
+        alone = torch.cat([run_job(name, tiny, batch[i : i + 1]) for i in range(3)])
+    if name == "fool":  # discrete outcomes (iterations, predictions, the 8-bit image): exactly equal
+        assert torch.equal(together, alone)
+    else:  # continuous maps: equal up to float summation order in the backward pass
+        assert torch.allclose(together, alone, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(JOBS))
+def test_job_leaves_no_gradient_on_model_weights(name, tiny):
+    run_job(name, tiny, images())
+    assert all(p.grad is None and not p.requires_grad for p in tiny.parameters())
+
+
+def test_fool_shrinks_the_batch_as_images_finish(tiny):
+    batch = images(6)
+    r = fool(tiny, batch, 7, max_iters=40, extra_iters=0)
+    steps = r.iterations.clamp_min(0) + 1  # each image: its steps plus the pass that saw success
+    assert r.passes == int(torch.where(r.iterations >= 0, steps, torch.full_like(steps, 41)).sum())
+
+
+def test_adam_step_matches_torch_adam():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 5)
+    grads = [torch.randn_like(x) for _ in range(5)]
+    param = x.clone().requires_grad_(True)
+    opt = torch.optim.Adam([param], lr=0.3)
+    mine = AdamStep(x, lambda t: 0.3)
+    y, rows = x.clone(), torch.arange(4)
+    for t, g in enumerate(grads):
+        param.grad = -g  # torch.optim descends; AdamStep ascends
+        opt.step()
+        y = mine(t, y, g, rows)
+    assert torch.allclose(param.detach(), y, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- bad arguments
+
+BAD_IMAGES = [
+    (torch.rand(3, 32, 32), "N×3×H×W"),
+    (torch.rand(2, 1, 32, 32), "N×3×H×W"),
+    (torch.rand(0, 3, 32, 32), "empty batch"),
+    (torch.rand(2, 3, 32, 32) * 255, r"\[0, 1\]"),
+    (torch.full((1, 3, 8, 8), float("nan")), "NaN"),
+    (torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "floating point"),
+]
+
+
+@pytest.mark.parametrize(("bad", "message"), BAD_IMAGES)
+def test_kernels_reject_bad_images_saying_what_is_wrong(tiny, bad, message):
+    n = max(bad.shape[0], 1) if bad.dim() == 4 else 1
+    with pytest.raises(InvalidInput, match=message):
+        fool(tiny, bad, [1] * n)
+    with pytest.raises(InvalidInput, match=message):
+        saliency(tiny, bad, [1] * n)
+
+
+def test_class_ids_out_of_range_and_length_mismatch_are_named(tiny):
+    with pytest.raises(InvalidInput, match=r"targets\[1\] = 1000 is out of range"):
+        fool(tiny, images(2), [3, 1000])
+    with pytest.raises(InvalidInput, match="one class id per image"):
+        fool(tiny, images(3), [3, 4])
+    with pytest.raises(InvalidInput, match="labels"):
+        saliency(tiny, images(2), [1, -1])
+    with pytest.raises(InvalidInput, match="classes is empty"):
+        class_visualization(tiny, [])
+    with pytest.raises(InvalidInput, match="out of range"):
+        class_visualization(tiny, [5000])
+
+
+def test_bad_parameters_are_named(tiny):
+    with pytest.raises(InvalidInput, match="lr"):
+        fool(tiny, images(1), 3, lr=0)
+    with pytest.raises(InvalidInput, match="init"):
+        style_transfer(tiny, images(1), images(1), init="zeros")
+    with pytest.raises(InvalidInput, match="feature layer 40"):
+        style_transfer(tiny, images(1), images(1), content_layer=40)
+    with pytest.raises(InvalidInput, match="style_blend"):
+        style_transfer(tiny, images(1), [images(1), images(1)], style_blend=[1.0])

@@ -1,0 +1,163 @@
+"""Settings: read once from the environment, overridden by CLI flags, never showing a secret."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from shared.errors import InvalidInput
+from shared.s3store import S3Store
+from shared.settings import ENV_VARS, Settings, redact_basic_auth, redact_url
+from shared.store import FileStore
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    settings = Settings.from_env({})
+    assert settings == Settings()
+    assert settings.broker_url is None  # embedded Redis
+    assert settings.store == "file://./ascent-data"
+    assert settings.aws_endpoint_url is None
+    assert settings.aws_region == "us-east-1"
+    assert settings.max_attempts == 3
+    assert settings.max_pixels == 64_000_000
+    assert settings.flower_basic_auth is None
+
+
+def test_every_variable_is_read() -> None:
+    environ = {
+        "ASCENT_BROKER_URL": "redis://:pw@redis:6379/0",
+        "ASCENT_STORE": "s3://ascent/runs",
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+        "AWS_DEFAULT_REGION": "eu-west-1",
+        "ASCENT_S3_PUBLIC_ENDPOINT": "http://localhost:9000",
+        "ASCENT_MAX_ATTEMPTS": "5",
+        "ASCENT_MAX_PIXELS": "1_000_000",
+        "ASCENT_FLOWER_BASIC_AUTH": "admin:hunter2",
+    }
+    assert set(environ) == set(ENV_VARS.values())
+    settings = Settings.from_env(environ)
+    assert settings == Settings(
+        broker_url="redis://:pw@redis:6379/0",
+        store="s3://ascent/runs",
+        aws_endpoint_url="http://minio:9000",
+        aws_region="eu-west-1",
+        s3_public_endpoint_url="http://localhost:9000",
+        max_attempts=5,
+        max_pixels=1_000_000,
+        flower_basic_auth="admin:hunter2",
+    )
+
+
+def test_empty_variables_count_as_unset() -> None:
+    assert (
+        Settings.from_env({"ASCENT_BROKER_URL": "", "ASCENT_MAX_ATTEMPTS": " ", "ASCENT_STORE": ""})
+        == Settings()
+    )
+
+
+def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASCENT_MAX_ATTEMPTS", "7")
+    monkeypatch.delenv("ASCENT_BROKER_URL", raising=False)
+    assert Settings.from_env().max_attempts == 7
+
+
+def test_aws_keys_are_never_part_of_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-key")
+    settings = Settings.from_env()
+    assert "very-secret-key" not in repr(settings)
+    assert "AKIAEXAMPLE" not in repr(settings)
+    assert not any("secret" in f.name or "key" in f.name for f in dataclasses.fields(Settings))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "reason"),
+    [
+        ("ASCENT_MAX_ATTEMPTS", "three", "not an integer"),
+        ("ASCENT_MAX_ATTEMPTS", "2.5", "not an integer"),
+        ("ASCENT_MAX_ATTEMPTS", "0", "positive integer"),
+        ("ASCENT_MAX_PIXELS", "-1", "positive integer"),
+        ("ASCENT_BROKER_URL", "localhost", "not a URL"),
+        ("AWS_ENDPOINT_URL", "minio:9000", "http"),
+        ("ASCENT_S3_PUBLIC_ENDPOINT", "ftp://x", "http"),
+        ("ASCENT_FLOWER_BASIC_AUTH", "admin", "user:password"),
+        ("ASCENT_FLOWER_BASIC_AUTH", ":pw", "user:password"),
+    ],
+)
+def test_invalid_values_name_the_variable(variable: str, value: str, reason: str) -> None:
+    with pytest.raises(InvalidInput, match=reason) as info:
+        Settings.from_env({variable: value})
+    assert variable in str(info.value)
+    assert not info.value.retryable
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().max_attempts = 9  # type: ignore[misc]
+
+
+def test_overrides_replace_only_what_is_given() -> None:
+    base = Settings.from_env({"ASCENT_BROKER_URL": "redis://env:6379/0", "ASCENT_MAX_ATTEMPTS": "4"})
+    assert base.with_overrides() == base
+    assert base.with_overrides(broker=None, store=None) == base
+    changed = base.with_overrides(broker="redis://cli:6379/1", store="s3://b/p", max_pixels=1000)
+    assert (changed.broker_url, changed.store, changed.max_pixels) == ("redis://cli:6379/1", "s3://b/p", 1000)
+    assert changed.max_attempts == 4
+    assert base.broker_url == "redis://env:6379/0"  # the original is untouched
+
+
+def test_overrides_are_validated_too() -> None:
+    with pytest.raises(InvalidInput, match="ASCENT_BROKER_URL"):
+        Settings().with_overrides(broker="not-a-url")
+    with pytest.raises(InvalidInput, match="unknown setting 'colour'"):
+        Settings().with_overrides(colour="blue")
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:secret@host:6379/0", "redis://:***@host:6379/0"),
+        ("rediss://user:secret@host:6380/0", "rediss://user:***@host:6380/0"),
+        ("redis://user:p%40ss@host/0", "redis://user:***@host/0"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+        ("redis://user@host:6379/0", "redis://user@host:6379/0"),
+        (None, None),
+    ],
+)
+def test_redact_url_hides_only_the_password(url: str | None, shown: str | None) -> None:
+    assert redact_url(url) == shown
+
+
+def test_redact_basic_auth_keeps_user_names() -> None:
+    assert redact_basic_auth("alice:pw1,bob:pw:2") == "alice:***,bob:***"
+
+
+def test_repr_str_and_redacted_never_show_a_password() -> None:
+    settings = Settings(
+        broker_url="redis://:brokersecret@redis:6379/0", flower_basic_auth="admin:flowersecret"
+    )
+    for shown in (repr(settings), str(settings), str(settings.redacted()), f"{settings}"):
+        assert "brokersecret" not in shown and "flowersecret" not in shown
+        assert "redis://:***@redis:6379/0" in shown and "admin:***" in shown
+    assert settings.broker_url == "redis://:brokersecret@redis:6379/0"  # the real value is still there
+
+
+def test_open_store_uses_the_store_and_the_s3_options() -> None:
+    settings = Settings(
+        store="s3://ascent/runs", aws_endpoint_url="http://minio:9000", aws_region="eu-west-1"
+    )
+    store = settings.open_store()
+    assert isinstance(store, S3Store)
+    assert (store.bucket, store.prefix, store.endpoint_url, store.region) == (
+        "ascent",
+        "runs/",
+        "http://minio:9000",
+        "eu-west-1",
+    )
+    assert store.public_endpoint_url == "http://minio:9000"
+
+
+def test_open_store_with_a_file_uri(tmp_path: Path) -> None:
+    assert isinstance(Settings().open_store(f"file://{tmp_path}"), FileStore)
