@@ -6,8 +6,9 @@ file name never becomes a key. Layout of a run, under ``runs/<run_id>/``:
 
     spec.json             the validated JobSpec
     manifest.json         shards and their items (written by the producer before enqueueing)
-    inputs/<item_id>.<ext> uploaded inputs (distributed runs with local input files)
-    outputs/<item_id>.png result images (8-bit exact); outputs/<item_id>.saliency.png for saliency maps
+    uploads/<item_id>.<ext> local input files uploaded by the producer for remote workers
+    inputs/<item_id>.png  the preprocessed input the kernel saw (for the report); inputs/style-<k>.png
+    outputs/<item_id>.png result images (8-bit exact; saliency: the grayscale map)
     records/<shard_id>.json per-shard record of every item, written after the outputs (commit marker)
     summary.json, items.jsonl, report.html   written by the collector
 """
@@ -124,6 +125,7 @@ class FileStore(Store):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
         try:
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are meant to be shared and served
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             os.replace(tmp, path)
