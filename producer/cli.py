@@ -9,6 +9,7 @@
     ascent collect RUN_ID [--wait] [--timeout S]                summary.json, items.jsonl, report.html
     ascent worker [--concurrency N] [--queues Q]                a Celery worker for ASCENT_BROKER_URL
     ascent flower [--port P] [--address A] [--basic-auth U:P]   Flower for ASCENT_BROKER_URL
+    ascent resume RUN_ID                                        re-enqueue every shard without a record
 
 ``ascent run`` with no broker configured (neither ``ASCENT_BROKER_URL`` nor ``--broker``) starts a
 private Redis and ``--workers`` local worker processes, submits, shows progress, collects, prints the
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--queues", default=DEFAULT_QUEUE, help="comma-separated queues (default %(default)s)"
     )
-    worker.add_argument("--name", help="worker node name (default ascent@<host>)")
+    worker.add_argument("-n", "--name", help="worker node name, unique per machine (default celery@<host>)")
     worker.add_argument("--loglevel", default="INFO", help="log level (default %(default)s)")
     worker.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL)")
     worker.add_argument("--store", help="store URI (default: ASCENT_STORE)")
@@ -273,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP basic auth (default: ASCENT_FLOWER_BASIC_AUTH); required on a non-loopback address",
     )
     flower.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL)")
+
+    resume = commands.add_parser(
+        "resume",
+        help="re-enqueue every shard of a run that has no record in the store (after a broker restart, "
+        "lost workers or a producer crash); safe to repeat, also while workers run",
+    )
+    resume.add_argument("run_id", metavar="RUN_ID")
+    resume.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL)")
+    resume.add_argument("--store", help="store URI (default: ASCENT_STORE)")
     return parser
 
 
@@ -392,7 +402,9 @@ def prepare_job(args: argparse.Namespace, settings: Settings, *, local_weights: 
         inputs=tuple(input_uris(paths)),
         size=args.size or preset_size or DEFAULT_SIZES[kind],
     ).validate()
-    items = class_items(params["classes"]) if kind == "classviz" else enumerate_inputs(paths)
+    items = (
+        class_items(params["classes"]) if kind == "classviz" else enumerate_inputs(paths, settings=settings)
+    )
     manifest = plan_run(spec, items, args.shard_size)
     if run_exists(store, spec.run_id):
         raise InvalidSpec(
@@ -460,6 +472,28 @@ def _note(message: str) -> None:
 # ----------------------------------------------------------------------------- commands
 
 
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Compare the run's manifest with the records in the store; re-enqueue the shards without one."""
+    from producer.submit import resume
+    from shared.settings import redact_url
+    from worker.app import create_app
+
+    settings = load_settings(args)
+    if not settings.broker_url:
+        raise InvalidInput("no broker configured: set ASCENT_BROKER_URL or pass --broker redis://HOST:6379/0")
+    store = settings.open_store()
+    app = create_app(settings)
+    try:
+        missing, total = resume(store, args.run_id, app)
+    finally:
+        app.close()
+    print(
+        f"run {args.run_id}: re-enqueued {len(missing)} of {total} shards to "
+        f"{redact_url(settings.broker_url)} ({total - len(missing)} already recorded)"
+    )
+    return EXIT_OK
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from producer.collector import collect, format_summary
     from producer.submit import submit
@@ -473,7 +507,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         app = create_app(settings)
         try:
-            submit(spec, job.items, job.shard_size, job.store, app)
+            submit(spec, job.items, job.shard_size, job.store, app, note=_note)
             _note(f"submitted run {spec.run_id}: {len(job.items)} items in {n_shards} shards; waiting")
             wait_for_run(job.store, spec.run_id, timeout=args.timeout)
         finally:
@@ -484,7 +518,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _note(f"starting an embedded Redis and {args.workers} local worker(s)")
         with Embedded(settings, workers=args.workers) as cluster:
             _note(f"embedded Redis at {cluster.broker_url}, {args.workers} worker(s) ready")
-            submit(spec, job.items, job.shard_size, job.store, cluster.app)
+            submit(spec, job.items, job.shard_size, job.store, cluster.app, note=_note)
             _note(f"run {spec.run_id}: {len(job.items)} items in {n_shards} shards")
             wait_for_run(job.store, spec.run_id, check=cluster.check_workers, timeout=args.timeout)
         _note("stopped the embedded Redis and workers")
@@ -507,7 +541,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     job = prepare_job(args, settings, local_weights=False)
     app = create_app(settings)
     try:
-        submit(job.spec, job.items, job.shard_size, job.store, app)
+        submit(job.spec, job.items, job.shard_size, job.store, app, note=_note)
     finally:
         app.close()
     print(
@@ -542,11 +576,15 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    """A prefork Celery worker with our app and these settings, one per GPU. This process never touches
+    CUDA: it imports torch (``worker_init``) and forks its pool; each pool process picks its device
+    when its first shard arrives, within the ``CUDA_VISIBLE_DEVICES`` it inherited (REFERENCE §4.4)."""
     from worker.app import create_app
 
     settings = load_settings(args)
     if not settings.broker_url:
         raise InvalidInput("no broker configured: set ASCENT_BROKER_URL or pass --broker redis://HOST:6379/0")
+    _note(f"worker with {settings!r}")  # repr hides passwords; AWS keys are never in Settings
     app = create_app(settings)
     argv = [
         "worker",
@@ -566,29 +604,74 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def is_loopback(address: str) -> bool:
-    return address in ("localhost", "::1") or address.startswith("127.")
+    """True for an address only this machine can reach (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    import ipaddress
+
+    if address.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # "" (every interface) or a host name: treated as reachable from elsewhere
+
+
+def _check_basic_auth(value: str, where: str) -> str:
+    pairs = [pair.split(":", 1) for pair in value.split(",")]
+    if not all(len(pair) == 2 and pair[0] and pair[1] for pair in pairs):
+        raise InvalidInput(
+            f"{where}: must be USER:PASSWORD (comma-separated for several users), both non-empty"
+        )
+    return value
 
 
 def cmd_flower(args: argparse.Namespace) -> int:
-    """Flower against our broker. Never unauthenticated on a non-loopback address (REFERENCE §4.10)."""
+    """Flower against our broker, in this process. Never unauthenticated on a non-loopback address
+    (REFERENCE §4.10). Secrets reach Flower through the environment and the app's configuration, not
+    through an argument list that ``ps`` shows: the broker URL is the app's, basic auth goes in
+    ``FLOWER_BASIC_AUTH``, which Flower reads itself."""
     import os
 
+    from shared.settings import redact_url
     from worker.app import create_app
 
     settings = load_settings(args)
     if not settings.broker_url:
         raise InvalidInput("no broker configured: set ASCENT_BROKER_URL or pass --broker redis://HOST:6379/0")
-    auth = args.basic_auth or settings.flower_basic_auth
+    if args.basic_auth:
+        auth: str | None = _check_basic_auth(args.basic_auth, "--basic-auth")
+    elif settings.flower_basic_auth:
+        auth = _check_basic_auth(settings.flower_basic_auth, "ASCENT_FLOWER_BASIC_AUTH")
+    else:
+        auth = None
     if not auth and not is_loopback(args.address):
         raise InvalidInput(
-            f"refusing to serve Flower on {args.address} without authentication: pass --basic-auth "
-            "USER:PASSWORD or set ASCENT_FLOWER_BASIC_AUTH (or listen on 127.0.0.1)"
+            f"refusing to serve Flower on {args.address or 'every address'} without authentication: pass "
+            "--basic-auth USER:PASSWORD or set ASCENT_FLOWER_BASIC_AUTH (or listen on 127.0.0.1)"
         )
     if auth:
-        os.environ["FLOWER_BASIC_AUTH"] = auth  # read by Flower itself; kept out of the argument list
+        os.environ["FLOWER_BASIC_AUTH"] = auth
+    else:
+        # Without auth Flower's API answers 401 unless FLOWER_UNAUTHENTICATED_API is set; its pages stay
+        # open, which is why this only happens on a loopback address.
+        os.environ.pop("FLOWER_BASIC_AUTH", None)
+        _note("Flower without authentication: only this machine can reach it; its API answers 401")
+    _note(
+        f"Flower for {redact_url(settings.broker_url)} on http://{args.address}:{args.port}/ "
+        f"({'basic auth' if auth else 'no auth'}); /metrics and /healthcheck answer without auth"
+    )
     app = create_app(settings)
-    app.start(["flower", f"--port={args.port}", f"--address={args.address}"])
-    return EXIT_OK
+    try:
+        app.start(["flower", f"--port={args.port}", f"--address={args.address}"])
+    except OSError as exc:  # before anything started: the port is taken, the address is not ours
+        raise AscentError(
+            f"Flower cannot listen on {args.address}:{args.port}: {exc.strerror or exc}"
+        ) from None
+    # Flower has stopped serving (SIGTERM, Ctrl-C). Leave at once: when the broker is gone, Flower's pool
+    # threads retry their broadcasts for ever, and a normal exit would wait for them (a SIGTERM that
+    # never ends the process). Flower keeps no state to save.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_OK)
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -598,6 +681,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "collect": cmd_collect,
     "worker": cmd_worker,
     "flower": cmd_flower,
+    "resume": cmd_resume,
 }
 
 

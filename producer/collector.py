@@ -101,11 +101,10 @@ def _manifest_items(manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
     items: dict[str, dict[str, Any]] = {}
     for shard in manifest.get("shards", []):
         for item in shard.get("items", []):
-            items[item["item_id"]] = {
-                "item_id": item["item_id"],
-                "source": item.get("source"),
-                "label": item.get("label"),
-            }
+            row = {"item_id": item["item_id"], "source": item.get("source"), "label": item.get("label")}
+            if item.get("original"):  # an uploaded local input: ``source`` is the copy the workers read
+                row["original"] = item["original"]
+            items[item["item_id"]] = row
     return [items[k] for k in sorted(items)]
 
 
@@ -358,7 +357,12 @@ def summarize(
         "n_failed": status[FAILED],
         "n_pending": status[PENDING],
         "failures": [
-            {"item_id": r["item_id"], "source": r.get("source"), "error": r.get("error")}
+            {
+                "item_id": r["item_id"],
+                "source": r.get("source"),
+                **({"original": r["original"]} if r.get("original") else {}),
+                "error": r.get("error"),
+            }
             for r in rows
             if r["status"] == FAILED
         ],
@@ -474,7 +478,10 @@ def format_summary(summary: Mapping[str, Any], max_failures: int = 10) -> str:
     failures = s["failures"]
     if failures:
         lines.append(f"failures ({len(failures)}):")
-        lines.extend(f"  {f['item_id']} {f['source']}: {f['error']}" for f in failures[:max_failures])
+        lines.extend(
+            f"  {f['item_id']} {f.get('original') or f['source']}: {f['error']}"
+            for f in failures[:max_failures]
+        )
         if len(failures) > max_failures:
             lines.append(f"  ... and {len(failures) - max_failures} more (see items.jsonl)")
     if s["unexpected_items"]:

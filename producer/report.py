@@ -85,7 +85,7 @@ def _plural(n: Any, word: str) -> str:
 
 def _source(item: Mapping[str, Any], limit: int = 80) -> str:
     """The item's source, shortened in the middle when long, escaped; the full text in a tooltip."""
-    source = str(item.get("source") or "")
+    source = str(item.get("original") or item.get("source") or "")  # the input as the user named it
     short = source if len(source) <= limit else source[: limit // 2 - 1] + "…" + source[-(limit // 2) :]
     return f'<span class="muted" title="{esc(source)}">{esc(short)}</span>'
 
@@ -223,7 +223,7 @@ def _failures_table(failures: list[Mapping[str, Any]]) -> str:
     if not failures:
         return "<h2>Failures</h2><p class=muted>None.</p>"
     body = "".join(
-        f"<tr><td>{esc(f['item_id'])}</td><td class=src>{esc(f['source'])}</td>"
+        f"<tr><td>{esc(f['item_id'])}</td><td class=src>{esc(f.get('original') or f['source'])}</td>"
         f"<td class=err>{esc(f['error'])}</td></tr>"
         for f in failures
     )

@@ -1,4 +1,5 @@
-"""Plan a run (items -> shards) and submit it: record spec and manifest in the store, then enqueue.
+"""Plan a run (items -> shards) and submit it: upload local inputs when the workers cannot read them,
+record spec and manifest in the store, then enqueue.
 
 No torch: tasks are sent by name (``worker.RUN_SHARD_TASK``) with a JSON message that carries ids,
 URIs and parameters, never pixels and never credentials. The store is the system of record: the spec
@@ -8,17 +9,26 @@ always be compared with its records (``ascent status``, ``ascent collect``, and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+import re
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
 
-from shared.errors import InvalidSpec, TransientError
+from producer.inputs import local_path
+from shared.errors import InvalidInput, InvalidSpec, TransientError
 from shared.spec import Item, JobSpec, Shard, task_message
-from shared.store import Store, run_key
+from shared.store import FileStore, Store, run_key
 from worker import DEFAULT_QUEUE, RUN_SHARD_TASK
 
 MAX_SHARD_SIZE = 100_000
+UPLOAD_THREADS = 8
+_NPZ_ROW = re.compile(r"^(?P<base>.+\.npz)#(?P<row>[0-9]+)$", re.IGNORECASE)
+_SAFE_EXT = re.compile(r"^\.[a-z0-9]{1,10}$")
 
 
 def shard_id(index: int) -> str:
@@ -26,11 +36,18 @@ def shard_id(index: int) -> str:
     return f"shard-{index:05d}"
 
 
-def plan_run(spec: JobSpec, items: Sequence[Item], shard_size: int) -> dict[str, Any]:
+def plan_run(
+    spec: JobSpec,
+    items: Sequence[Item],
+    shard_size: int,
+    originals: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """The manifest: ``{"run_id", "n_items", "shards": [{"shard_id", "items": [{item_id, source, label}]}]}``.
 
-    Items keep their order; shard k holds items [k·shard_size, (k+1)·shard_size). Raises InvalidSpec
-    for a bad ``shard_size`` ("shard_size"), no items or duplicate item ids ("inputs")."""
+    Items keep their order; shard k holds items [k·shard_size, (k+1)·shard_size). ``originals`` (item id
+    -> the input as the user named it) adds ``original`` to uploaded items, whose ``source`` is the
+    uploaded copy. Raises InvalidSpec for a bad ``shard_size`` ("shard_size"), no items or duplicate
+    item ids ("inputs")."""
     if (
         isinstance(shard_size, bool)
         or not isinstance(shard_size, int)
@@ -48,7 +65,12 @@ def plan_run(spec: JobSpec, items: Sequence[Item], shard_size: int) -> dict[str,
         Shard(shard_id(k), tuple(items[start : start + shard_size]))
         for k, start in enumerate(range(0, len(items), shard_size))
     ]
-    return {"run_id": spec.run_id, "n_items": len(items), "shards": [s.to_dict() for s in shards]}
+    planned = [s.to_dict() for s in shards]
+    for shard in planned:
+        for item in shard["items"]:
+            if originals and item["item_id"] in originals:
+                item["original"] = originals[item["item_id"]]
+    return {"run_id": spec.run_id, "n_items": len(items), "shards": planned}
 
 
 def manifest_shards(manifest: Mapping[str, Any]) -> list[Shard]:
@@ -70,6 +92,93 @@ def record_run(spec: JobSpec, manifest: Mapping[str, Any], store: Store) -> None
     store.put_json(run_key(spec.run_id, "manifest.json"), dict(manifest))
 
 
+# ----------------------------------------------------------------------------- uploads
+
+
+def needs_upload(store: Store) -> bool:
+    """Local inputs are uploaded unless the run is recorded in a local folder: workers on other
+    machines can read the store but not this machine's files."""
+    return not isinstance(store, FileStore)
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """The spec and items pointing at the uploaded copies; ``originals``: item id -> source as given."""
+
+    spec: JobSpec
+    items: list[Item]
+    originals: dict[str, str]
+    files: int
+    bytes: int
+
+
+def _local_file(uri: str) -> tuple[Path, str] | None:
+    """(local file, "#row" or "") for a ``file://`` source; None for any other source."""
+    if not uri.startswith("file:"):
+        return None
+    match = _NPZ_ROW.match(uri)
+    base, row = (match["base"], f"#{match['row']}") if match else (uri, "")
+    return local_path(base), row
+
+
+def upload_key(run_id: str, name: str, path: Path) -> str:
+    """``runs/<run_id>/uploads/<name><ext>``: ``name`` is an item id (or ``style-<k>``); only a plain
+    extension of the file name is kept, never the name itself."""
+    ext = path.suffix.lower()
+    return run_key(run_id, "uploads", f"{name}{ext if _SAFE_EXT.match(ext) else ''}")
+
+
+def upload_inputs(
+    spec: JobSpec, items: Sequence[Item], store: Store, *, threads: int = UPLOAD_THREADS
+) -> Uploaded:
+    """Copy every local input file to ``runs/<run_id>/uploads/`` in ``store``, once, and return the
+    spec and items rewritten to read the copies.
+
+    A file is uploaded once however many items name it (an .npz holds many): under the id of the
+    first item that names it, ``uploads/<item_id><ext>``; style images as ``uploads/style-<k><ext>``.
+    Sources that are not local files (``s3://``, ``class:``) are left as they are: read in place.
+    Raises InvalidSpec ("inputs") for a file that vanished, StoreError/TransientError from the store."""
+    keys: dict[Path, str] = {}
+
+    def uploaded(uri: str, name: str) -> str | None:
+        local = _local_file(uri)
+        if local is None:
+            return None
+        path, row = local
+        key = keys.setdefault(path, upload_key(spec.run_id, name, path))
+        return store.url(key) + row
+
+    new_items, originals = [], {}
+    for item in items:
+        source = uploaded(item.source, item.item_id)
+        if source is None:
+            new_items.append(item)
+        else:
+            new_items.append(dataclasses.replace(item, source=source))
+            originals[item.item_id] = item.source
+    params = dict(spec.params)
+    if spec.kind == "style":
+        params["style"] = [uploaded(u, f"style-{k}") or u for k, u in enumerate(params["style"])]
+    new_spec = dataclasses.replace(spec, params=params).validate()
+
+    def put(path: Path, key: str) -> int:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise InvalidSpec("inputs", f"{path} does not exist (it disappeared before the upload)") from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read input {path}: {exc.strerror or exc}") from None
+        store.put(key, data)
+        return len(data)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(keys) or 1))) as pool:
+        sizes = list(pool.map(lambda kv: put(*kv), keys.items()))
+    return Uploaded(new_spec, new_items, originals, files=len(sizes), bytes=sum(sizes))
+
+
+# ----------------------------------------------------------------------------- enqueueing
+
+
 def enqueue(spec: JobSpec, shards: Sequence[Shard], app: Celery) -> list[str]:
     """Send one ``ascent.run_shard`` task per shard; return the task ids.
 
@@ -87,10 +196,20 @@ def enqueue(spec: JobSpec, shards: Sequence[Shard], app: Celery) -> list[str]:
 
 
 def submit(
-    spec: JobSpec, items: Sequence[Item], shard_size: int, store: Store, app: Celery
+    spec: JobSpec,
+    items: Sequence[Item],
+    shard_size: int,
+    store: Store,
+    app: Celery,
+    *,
+    upload: bool | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Validate, record the run in ``store`` (spec.json, manifest.json), enqueue one task per shard.
+    """Validate, upload local inputs when needed, record the run in ``store`` (spec.json, manifest.json),
+    enqueue one task per shard.
 
+    ``upload``: copy local input files into the store first (``upload_inputs``); default
+    ``needs_upload(store)``, i.e. for every store but a local folder. ``note`` hears about uploads.
     Every validation happens before the first write; returns the manifest."""
     spec = spec.validate()
     if spec.store != store.uri:
@@ -98,7 +217,49 @@ def submit(
             "store", f"the spec names {spec.store} but the run would be recorded in {store.uri}"
         )
     manifest = plan_run(spec, items, shard_size)
+    if needs_upload(store) if upload is None else upload:
+        if run_exists(store, spec.run_id):
+            raise InvalidSpec(
+                "run_id", f"run {spec.run_id!r} already exists in {store.uri}; choose another --run-id"
+            )
+        done = upload_inputs(spec, items, store)
+        if done.files and note is not None:
+            where = store.url(run_key(spec.run_id, "uploads"))
+            note(f"uploaded {done.files} local input file(s), {done.bytes / 2**20:.1f} MiB, to {where}/")
+        spec = done.spec
+        manifest = plan_run(spec, done.items, shard_size, done.originals)
     shards = manifest_shards(manifest)
     record_run(spec, manifest, store)
     enqueue(spec, shards, app)
     return manifest
+
+
+def unrecorded_shards(store: Store, run_id: str) -> tuple[JobSpec, list[Shard], int]:
+    """The run's spec, the manifest's shards that have no record in ``store``, and the number of shards.
+
+    Raises NotFoundInStore (naming the key) when the run has no spec or manifest."""
+    from shared.errors import NotFoundInStore
+
+    try:
+        spec = JobSpec.from_dict(store.get_json(run_key(run_id, "spec.json")))
+        manifest = store.get_json(run_key(run_id, "manifest.json"))
+    except NotFoundInStore as exc:
+        raise NotFoundInStore(
+            f"run {run_id!r} is not (completely) recorded in {store.uri}: {exc}; submit it again"
+        ) from None
+    shards = manifest_shards(manifest)
+    prefix = run_key(run_id, "records") + "/"
+    recorded = {key[len(prefix) : -len(".json")] for key in store.list(prefix) if key.endswith(".json")}
+    return spec, [s for s in shards if s.shard_id not in recorded], len(shards)
+
+
+def resume(store: Store, run_id: str, app: Celery) -> tuple[list[Shard], int]:
+    """Re-enqueue every shard of ``run_id`` that has no record in ``store``; return them and the total.
+
+    Safe to run any number of times and while workers still run: a worker skips a shard whose record
+    exists, and the collector counts each item once, so a duplicate task costs at most one extra run
+    of a shard. Use it after a broker restart lost queued tasks, after workers were gone, or after the
+    producer died mid-submit (the manifest is written before the first task is sent)."""
+    spec, missing, total = unrecorded_shards(store, run_id)
+    enqueue(spec, missing, app)
+    return missing, total

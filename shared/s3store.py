@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -154,13 +154,18 @@ def translate_errors(what: str, bucket: str, endpoint: str | None) -> Iterator[N
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    """``"s3://bucket/a/b.png"`` -> ``("bucket", "a/b.png")``; the key may be empty."""
+    """``"s3://bucket/a/b.png"`` -> ``("bucket", "a/b.png")``; the key may be empty.
+
+    The key is percent-decoded (``s3://b/a%20b%23c.png`` names the key ``a b#c.png``), so any key can be
+    written as a URI; a literal ``#`` or ``?`` is refused rather than silently cut off."""
     parts = urlsplit(uri)
     if parts.scheme != "s3" or not parts.netloc:
         raise InvalidInput(f"{uri!r} is not an S3 URI like s3://bucket/key")
     if not _BUCKET_RE.match(parts.netloc):
         raise InvalidInput(f"{uri!r}: {parts.netloc!r} is not a valid bucket name (3-63 of a-z 0-9 . -)")
-    return parts.netloc, parts.path.lstrip("/")
+    if "#" in uri or "?" in uri:
+        raise InvalidInput(f"{uri!r}: write '#' as %23 and '?' as %3F in an S3 key")
+    return parts.netloc, unquote(parts.path.lstrip("/"))
 
 
 def read_object(
@@ -176,6 +181,25 @@ def read_object(
     with translate_errors(what or f"s3://{bucket}/{key}", bucket, endpoint):
         response = s3_client(endpoint, region).get_object(Bucket=bucket, Key=key)
         return bytes(response["Body"].read())  # inside the block: a broken stream is transient too
+
+
+def list_objects(
+    bucket: str,
+    prefix: str = "",
+    *,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    what: str | None = None,
+) -> list[str]:
+    """Every key of ``bucket`` that starts with ``prefix`` (any key: for inputs, not store keys), in
+    S3's order (UTF-8 binary). Raises BucketNotFound, StoreError or TransientError naming ``what``."""
+    endpoint = resolve_endpoint(endpoint_url)
+    keys: list[str] = []
+    with translate_errors(what or f"s3://{bucket}/{prefix}", bucket, endpoint):
+        paginator = s3_client(endpoint, region).get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            keys.extend(obj["Key"] for obj in page.get("Contents", ()))
+    return keys
 
 
 def object_etag(

@@ -1,4 +1,5 @@
-"""Read an item's source: ``file:///abs/path`` (or a plain path) and ``s3://bucket/key``.
+"""Read an item's source: ``file:///abs/path`` (or a plain path), ``s3://bucket/key`` (the key
+percent-encoded), and ``memory://name/key`` (an in-process store, for tests).
 
 ``file:///data/val.npz#3`` and ``s3://bucket/val.npz#3`` name image 3 of an .npz (arrays ``X`` and
 optional ``y``). Errors name the URI: a missing or unreadable input is ``InvalidInput`` (permanent),
@@ -15,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from shared.errors import InvalidInput, NotFoundInStore, TransientError
 from shared.images import NpzImages, decode_image, read_npz
 from shared.s3store import BucketNotFound, object_etag, read_object, split_s3_uri
 from shared.settings import Settings
+from shared.store import MemoryStore, validate_key
 
 NPZ_CACHE_FILES = 2
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):")
@@ -109,7 +111,18 @@ def read_source(uri: str, settings: Settings | None = None) -> bytes:
         endpoint, region = _endpoint_and_region(settings)
         with _s3_errors(uri):
             return read_object(bucket, key, endpoint_url=endpoint, region=region, what=uri)
+    if scheme == "memory":  # inputs uploaded to an in-process store (unit tests)
+        store, key = _memory_location(uri)
+        try:
+            return store.get(key)
+        except NotFoundInStore as e:
+            raise InvalidInput(f"{uri}: does not exist ({e})") from None
     raise InvalidInput(f"{uri}: unsupported source scheme {scheme!r}; use file:///path or s3://bucket/key")
+
+
+def _memory_location(uri: str) -> tuple[MemoryStore, str]:
+    parts = urlsplit(uri)
+    return MemoryStore(parts.netloc or "default"), validate_key(parts.path.lstrip("/"))
 
 
 def _source_version(uri: str, settings: Settings | None) -> str:
@@ -119,6 +132,9 @@ def _source_version(uri: str, settings: Settings | None) -> str:
         endpoint, region = _endpoint_and_region(settings)
         with _s3_errors(uri):
             return object_etag(bucket, key, endpoint_url=endpoint, region=region, what=uri)
+    if _scheme(uri) == "memory":
+        store, key = _memory_location(uri)
+        return str(hash(store.get(key))) if store.exists(key) else "missing"
     path = _local_path(uri)
     with _local_errors(uri):
         stat = path.stat()

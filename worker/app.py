@@ -12,6 +12,12 @@ Configuration follows ../shared/REFERENCE.md §4:
 - No result backend: the store is the system of record (per-shard records), so results are ignored.
 - ``worker_max_tasks_per_child`` recycles pool processes (GPU memory creeps in long-lived children).
 - Task events on, for Flower.
+- Broker connection loss (a Redis restart, a network cut): the worker reconnects for ever
+  (``broker_connection_max_retries=None``; Celery's default gives up after 100 tries and the worker
+  exits) and resumes consuming; redis-py sockets get keepalive and timeouts, and kombu's health check
+  drops a half-open BRPOP connection (``health_check_interval``). ``broker_heartbeat`` is AMQP only:
+  the Redis transport has no heartbeats, the health check is its equivalent. Messages the restarted
+  Redis lost are re-enqueued from the store by ``ascent resume`` (docs/reliability.md).
 
 Importing this module creates no app, opens no connection and does not import torch; reading
 ``worker.app.app`` creates the app from ``Settings.from_env()`` once.
@@ -39,6 +45,17 @@ TIME_LIMIT = 3480
 VISIBILITY_TIMEOUT = 3600
 MAX_TASKS_PER_CHILD = 200
 
+#: redis-py connection options for the broker (seconds). A blocking command on a dead connection fails
+#: after SOCKET_TIMEOUT instead of hanging; the consumer's BRPOP is not affected (it runs on the event
+#: loop with a 1 s server-side timeout) and is checked every HEALTH_CHECK_INTERVAL instead.
+REDIS_CONNECTION_OPTIONS: dict[str, Any] = {
+    "socket_timeout": 30,
+    "socket_connect_timeout": 10,
+    "socket_keepalive": True,
+    "retry_on_timeout": True,
+    "health_check_interval": 10,
+}
+
 
 def create_app(
     settings: Settings,
@@ -63,7 +80,9 @@ def create_app(
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
-        broker_transport_options=dict(transport_options),
+        broker_connection_retry=True,
+        broker_connection_max_retries=None,
+        broker_transport_options={**transport_options, **REDIS_CONNECTION_OPTIONS},
         result_backend_transport_options=dict(transport_options),
         visibility_timeout=visibility_timeout,
         task_serializer="json",

@@ -16,6 +16,16 @@ shard-level permanent problem (a checkpoint that cannot be loaded, an unreadable
 every item of the shard failed with the reason. ``TransientError`` (network, S3 5xx) propagates so the
 task retries the shard. A shard whose record already exists is skipped (redelivery is harmless).
 
+Attempts are counted in the store, the system of record (Celery requeues a task whose pool process was
+killed, e.g. by the OOM killer, with no limit): each delivery writes ``attempts/<shard_id>/<unique>.json``
+when it starts and deletes it when it returns (done, failed or raising), so what is left there are the
+attempts whose process died. A delivery that finds ``Settings.max_attempts`` of them records the shard's
+items failed with the reason instead of running it again.
+
+``ASCENT_FAULT_INJECT`` is a testing facility (never set it in production): a comma-separated list of
+``sleep:<item_id>:<seconds>`` (a shard holding that item sleeps before running) and ``kill:<item_id>``
+(its pool process kills itself with SIGKILL, like the OOM killer would). See docs/reliability.md.
+
 Models load once per worker process (``get_model``: an LRU cache keyed by model, weights, device), on
 CUDA when present, else the CPU; CUDA is never touched at import.
 """
@@ -24,8 +34,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,7 +49,7 @@ from torch import Tensor
 
 from shared import kernels
 from shared.catalog import NUM_CLASSES
-from shared.errors import InvalidInput, TransientError
+from shared.errors import InvalidInput, StoreError, TransientError
 from shared.images import encode_png, resize_center_crop, resize_smaller_side
 from shared.models import Classifier, load_classifier
 from shared.records import item_done, item_failed, shard_record
@@ -348,6 +360,90 @@ JOB_RUNNERS: dict[str, Callable[[Context, Sequence[Item]], list[dict[str, Any]]]
 }
 
 
+# ----------------------------------------------------------------------------- attempts and faults
+
+ATTEMPTS_DIR = "attempts"
+FAULT_INJECT_VAR = "ASCENT_FAULT_INJECT"
+
+
+def attempts_prefix(spec: JobSpec, shard: Shard) -> str:
+    """``runs/<run_id>/attempts/<shard_id>/``: one object per attempt that has not returned."""
+    return run_key(spec.run_id, ATTEMPTS_DIR, shard.shard_id) + "/"
+
+
+def died_attempts(store: Store, spec: JobSpec, shard: Shard) -> list[str]:
+    """Keys of the shard's attempts that started and never returned: their process died (SIGKILL, OOM,
+    a hard time limit), or, rarely, a duplicate delivery is running them right now elsewhere."""
+    return [k for k in store.list(attempts_prefix(spec, shard)) if k.endswith(".json")]
+
+
+def died_reason(n: int) -> str:
+    return (
+        f"the worker process died {n} times while running this shard (killed, e.g. out of memory); "
+        "not retried again (use a smaller --shard-size, or raise ASCENT_MAX_ATTEMPTS)"
+    )
+
+
+def start_attempt(store: Store, spec: JobSpec, shard: Shard, info: dict[str, Any] | None) -> str:
+    """Write this attempt's marker (before any work, so a process killed later leaves it behind)."""
+    # Time first so a listing is in start order; the random part keeps concurrent attempts apart.
+    key = attempts_prefix(spec, shard) + f"{time.time_ns()}-{uuid.uuid4().hex[:12]}.json"
+    host = socket.gethostname()
+    marker = {"host": host, "pid": os.getpid(), "started_at": time.time()}
+    marker.update({k: v for k, v in (info or {}).items() if v is not None})
+    store.put_json(key, marker)
+    return key
+
+
+def end_attempt(store: Store, key: str) -> None:
+    """Remove the marker of an attempt that returned (whatever its outcome). A store fault here only
+    leaves the marker behind, which counts one death too many: logged, never raised."""
+    try:
+        store.delete(key)
+    except (StoreError, TransientError, NotImplementedError) as exc:
+        log.warning("could not remove the attempt marker %s (it will count as a died attempt): %s", key, exc)
+
+
+@lru_cache(maxsize=1)
+def fault_plan(value: str | None = None) -> dict[str, tuple[str, float]]:
+    """``ASCENT_FAULT_INJECT`` (or ``value``) parsed: item id -> ("sleep", seconds) or ("kill", 0).
+
+    A testing facility: ``sleep:<item_id>:<seconds>,kill:<item_id>``. Raises InvalidInput when malformed."""
+    text = os.environ.get(FAULT_INJECT_VAR, "") if value is None else value
+    plan: dict[str, tuple[str, float]] = {}
+    for entry in filter(None, (e.strip() for e in text.split(","))):
+        parts = entry.split(":")
+        try:
+            if parts[0] == "kill" and len(parts) == 2 and parts[1]:
+                plan[parts[1]] = ("kill", 0.0)
+                continue
+            if parts[0] == "sleep" and len(parts) == 3 and parts[1] and float(parts[2]) >= 0:
+                plan[parts[1]] = ("sleep", float(parts[2]))
+                continue
+        except ValueError:
+            pass
+        raise InvalidInput(
+            f"{FAULT_INJECT_VAR}: {entry!r} is not sleep:<item_id>:<seconds> or kill:<item_id> "
+            "(a testing facility; unset it in production)"
+        )
+    return plan
+
+
+def inject_faults(items: Sequence[Item]) -> None:
+    """Apply ``ASCENT_FAULT_INJECT`` to a shard about to run (nothing happens when it is unset)."""
+    plan = fault_plan()
+    for item in items:
+        action, seconds = plan.get(item.item_id, ("", 0.0))
+        if action == "sleep":
+            log.warning("%s: item %s: sleeping %.1fs", FAULT_INJECT_VAR, item.item_id, seconds)
+            time.sleep(seconds)
+        elif action == "kill":
+            log.warning(
+                "%s: item %s: killing this process (pid %d)", FAULT_INJECT_VAR, item.item_id, os.getpid()
+            )
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 # ----------------------------------------------------------------------------- the handler
 
 
@@ -383,14 +479,27 @@ def run_shard(
     if store.exists(key):
         log.info("shard %s/%s already recorded: skipped", spec.run_id, shard.shard_id)
         return store.get_json(key)
+    died = died_attempts(store, spec, shard)
+    if len(died) >= settings.max_attempts:
+        return record_shard_failed(
+            spec, shard, store, died_reason(len(died)), info={**(info or {}), "attempts": len(died)}
+        )
     started = time.perf_counter()
     dev = pick_device(device)
     try:
         model = get_model(spec.model, spec.weights, dev)
+        # The attempt counts from here: the batch through the kernel is where memory runs out.
+        attempt = start_attempt(store, spec, shard, info)
+    except InvalidInput as exc:
+        return record_shard_failed(spec, shard, store, str(exc), info=info, device=dev, started=started)
+    try:
+        inject_faults(shard.items)
         ctx = Context(spec=spec, store=store, settings=settings, model=model, device=dev)
         items = JOB_RUNNERS[spec.kind](ctx, shard.items)
     except InvalidInput as exc:
         return record_shard_failed(spec, shard, store, str(exc), info=info, device=dev, started=started)
+    finally:
+        end_attempt(store, attempt)
     record = shard_record(spec.run_id, shard.shard_id, spec.kind, items, **_record_info(info, dev, started))
     store.put_json(key, record)
     log.info(
