@@ -161,3 +161,19 @@ def test_open_store_uses_the_store_and_the_s3_options() -> None:
 
 def test_open_store_with_a_file_uri(tmp_path: Path) -> None:
     assert isinstance(Settings().open_store(f"file://{tmp_path}"), FileStore)
+
+
+def test_a_bare_rediss_url_verifies_the_server_certificate():
+    import ssl
+
+    from shared.settings import Settings
+    from worker.app import create_app
+
+    app = create_app(Settings.from_env({"ASCENT_BROKER_URL": "rediss://:pw@redis.example:6380/0"}))
+    assert app.conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    explicit = "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=optional"
+    assert create_app(Settings.from_env({"ASCENT_BROKER_URL": explicit})).conf.broker_use_ssl is None
+    assert (
+        create_app(Settings.from_env({"ASCENT_BROKER_URL": "redis://localhost:6379/0"})).conf.broker_use_ssl
+        is None
+    )

@@ -57,6 +57,16 @@ REDIS_CONNECTION_OPTIONS: dict[str, Any] = {
 }
 
 
+def _tls_options(broker_url: str | None) -> dict[str, Any] | None:
+    """For ``rediss://`` URLs, verify the server certificate unless the URL says otherwise: kombu's
+    default for a bare ``rediss://`` is ``CERT_NONE`` (encrypted, but anyone can impersonate Redis)."""
+    if not broker_url or not broker_url.startswith("rediss://") or "ssl_cert_reqs" in broker_url:
+        return None
+    import ssl
+
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
 def create_app(
     settings: Settings,
     *,
@@ -79,6 +89,7 @@ def create_app(
     transport_options: dict[str, Any] = {"visibility_timeout": visibility_timeout}
     app.conf.update(
         broker_url=settings.broker_url,
+        broker_use_ssl=_tls_options(settings.broker_url),
         broker_connection_retry_on_startup=True,
         broker_connection_retry=True,
         broker_connection_max_retries=None,
