@@ -157,6 +157,12 @@ def _kind_options(kind: str) -> argparse.ArgumentParser:
         g.add_argument("--lr", type=float, help="step size (default 1.0)")
         g.add_argument("--max-iters", type=int, help="steps before giving up (default 100)")
         g.add_argument("--extra-iters", type=int, help="steps after the model is fooled (default 2)")
+        g.add_argument(
+            "--loss",
+            choices=("score", "log_softmax"),
+            help="what to ascend: the target's raw score (the reference, default) or its log-probability "
+            "(fewer steps: also pushes the other classes down)",
+        )
     elif kind == "saliency":
         g.add_argument(
             "--loss", choices=("cross_entropy", "score"), help="what to differentiate (default cross_entropy)"
@@ -337,6 +343,7 @@ def job_params(args: argparse.Namespace) -> tuple[dict[str, Any], int | None]:
         _set(params, "lr", args.lr)
         _set(params, "max_iters", args.max_iters)
         _set(params, "extra_iters", args.extra_iters)
+        _set(params, "loss", args.loss)
     elif kind == "saliency":
         _set(params, "loss", args.loss)
     elif kind == "classviz":

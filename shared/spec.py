@@ -78,6 +78,7 @@ JOB_PARAMS: dict[str, dict[str, Param]] = {
         "lr": Param(1.0, _positive_number, "a positive step size"),
         "max_iters": Param(100, _positive_int, "a positive integer"),
         "extra_iters": Param(2, _non_negative_int, "a non-negative integer"),
+        "loss": Param("score", _one_of("score", "log_softmax"), "'score' (reference) or 'log_softmax'"),
     },
     "saliency": {
         "loss": Param("cross_entropy", _one_of("cross_entropy", "score"), "'cross_entropy' or 'score'"),

@@ -136,6 +136,26 @@ def test_the_fault_plan_parses_sleep_and_kill_and_refuses_anything_else():
             fault_plan(bad)
 
 
+def test_a_wildcard_sleep_makes_every_shard_sleep_once_and_a_wildcard_kill_is_refused(monkeypatch):
+    from shared.errors import InvalidInput
+    from shared.spec import Item
+    from worker import handlers
+
+    assert handlers.fault_plan("sleep:*:0.25") == {"*": ("sleep", 0.25)}
+    with pytest.raises(InvalidInput, match="ASCENT_FAULT_INJECT"):
+        handlers.fault_plan("kill:*")
+    slept: list[float] = []
+    monkeypatch.setattr(handlers.time, "sleep", slept.append)
+    monkeypatch.setenv("ASCENT_FAULT_INJECT", "sleep:*:0.25")
+    handlers.fault_plan.cache_clear()
+    try:
+        handlers.inject_faults([Item("000001", "file:///a.png", None), Item("000002", "file:///b.png", None)])
+    finally:
+        monkeypatch.delenv("ASCENT_FAULT_INJECT")
+        handlers.fault_plan.cache_clear()
+    assert slept == [0.25]  # once per shard, not once per item
+
+
 @integration
 def test_resume_enqueues_exactly_the_shards_without_a_record(tmp_path, redis_url):
     import redis

@@ -156,3 +156,11 @@ def test_wrong_architecture_checkpoint_is_refused(assets):
         load_classifier(
             "resnet18", weights=assets / "weights" / "squeezenet1_1_fp16_from_ncnn.pth", device="cpu"
         )
+
+
+def test_fool_on_log_probabilities_fools_all_25_in_fewer_steps(squeezenet, val25, fooled25):
+    r = fool(squeezenet, val25[0], STINGRAY, loss="log_softmax")
+    assert int(r.fooled.sum()) == 25
+    assert int(r.iterations.max()) <= 20
+    assert r.passes < fooled25.passes
+    assert torch.equal(r.images, quantize(r.images))

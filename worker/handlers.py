@@ -23,8 +23,10 @@ attempts whose process died. A delivery that finds ``Settings.max_attempts`` of 
 items failed with the reason instead of running it again.
 
 ``ASCENT_FAULT_INJECT`` is a testing facility (never set it in production): a comma-separated list of
-``sleep:<item_id>:<seconds>`` (a shard holding that item sleeps before running) and ``kill:<item_id>``
-(its pool process kills itself with SIGKILL, like the OOM killer would). See docs/reliability.md.
+``sleep:<item_id>:<seconds>`` (a shard holding that item sleeps before running), ``sleep:*:<seconds>``
+(every shard sleeps that long once before running: the sleeping kernel of the scale-out benchmark,
+bench/bench_scaleout.py) and ``kill:<item_id>`` (its pool process kills itself with SIGKILL, like the
+OOM killer would). See docs/reliability.md.
 
 Models load once per worker process (``get_model``: an LRU cache keyed by model, weights, device), on
 CUDA when present, else the CPU; CUDA is never touched at import.
@@ -211,6 +213,7 @@ def run_fool(ctx: Context, items: Sequence[Item]) -> list[dict[str, Any]]:
             lr=p["lr"],
             max_iters=p["max_iters"],
             extra_iters=p["extra_iters"],
+            loss=p["loss"],
         )
         outputs = to_uint8(result.images)
         for i, x in enumerate(loaded):
@@ -364,6 +367,7 @@ JOB_RUNNERS: dict[str, Callable[[Context, Sequence[Item]], list[dict[str, Any]]]
 
 ATTEMPTS_DIR = "attempts"
 FAULT_INJECT_VAR = "ASCENT_FAULT_INJECT"
+WILDCARD = "*"  # sleep:*:<seconds>: every shard (item ids never contain it)
 
 
 def attempts_prefix(spec: JobSpec, shard: Shard) -> str:
@@ -408,13 +412,14 @@ def end_attempt(store: Store, key: str) -> None:
 def fault_plan(value: str | None = None) -> dict[str, tuple[str, float]]:
     """``ASCENT_FAULT_INJECT`` (or ``value``) parsed: item id -> ("sleep", seconds) or ("kill", 0).
 
-    A testing facility: ``sleep:<item_id>:<seconds>,kill:<item_id>``. Raises InvalidInput when malformed."""
+    A testing facility: ``sleep:<item_id>:<seconds>,kill:<item_id>``; ``sleep:*:<seconds>`` makes every shard
+    sleep (key ``"*"``, never an item id). Raises InvalidInput when malformed."""
     text = os.environ.get(FAULT_INJECT_VAR, "") if value is None else value
     plan: dict[str, tuple[str, float]] = {}
     for entry in filter(None, (e.strip() for e in text.split(","))):
         parts = entry.split(":")
         try:
-            if parts[0] == "kill" and len(parts) == 2 and parts[1]:
+            if parts[0] == "kill" and len(parts) == 2 and parts[1] and parts[1] != WILDCARD:
                 plan[parts[1]] = ("kill", 0.0)
                 continue
             if parts[0] == "sleep" and len(parts) == 3 and parts[1] and float(parts[2]) >= 0:
@@ -423,7 +428,7 @@ def fault_plan(value: str | None = None) -> dict[str, tuple[str, float]]:
         except ValueError:
             pass
         raise InvalidInput(
-            f"{FAULT_INJECT_VAR}: {entry!r} is not sleep:<item_id>:<seconds> or kill:<item_id> "
+            f"{FAULT_INJECT_VAR}: {entry!r} is not sleep:<item_id|*>:<seconds> or kill:<item_id> "
             "(a testing facility; unset it in production)"
         )
     return plan
@@ -432,6 +437,9 @@ def fault_plan(value: str | None = None) -> dict[str, tuple[str, float]]:
 def inject_faults(items: Sequence[Item]) -> None:
     """Apply ``ASCENT_FAULT_INJECT`` to a shard about to run (nothing happens when it is unset)."""
     plan = fault_plan()
+    action, seconds = plan.get(WILDCARD, ("", 0.0))
+    if action == "sleep":  # once per shard, however many items it holds
+        time.sleep(seconds)
     for item in items:
         action, seconds = plan.get(item.item_id, ("", 0.0))
         if action == "sleep":
