@@ -1,0 +1,436 @@
+"""Scale out, by simulation: a kernel that only sleeps, 1 to 16 worker processes against one Redis.
+
+Issue 6, "Scale out, by simulation". Every shard sleeps ``--sleep`` S seconds before running
+(``ASCENT_FAULT_INJECT=sleep:*:S``, the workers' testing hook) and then runs the real ``fool`` kernel on
+one 16×16 image with the ``tiny`` model and one step (a few ms), so a task costs S plus what the
+system adds. One local Redis (``producer.embedded.LocalRedis``) and a ``file://`` store in a temporary
+folder serve every configuration. For each N in ``--workers`` (1, 2, 4, 8, 16):
+
+- one ``ascent worker --concurrency N`` process (N prefork pool processes: the memory of one torch
+  import shared copy-on-write, instead of N separate interpreters), ``OMP_NUM_THREADS=1``;
+- a warm-up run of N tasks (every pool process loads the model once), then the timed run:
+  ``ascent submit`` of ``--rounds`` × N shards of one image (shard size 1), then
+  ``ascent collect RUN --wait``;
+- throughput = tasks / makespan, where the makespan runs from the first shard's start to the last
+  record (from the records: ``written_at`` and the handler's ``seconds``); scaling efficiency =
+  throughput_N / (N × throughput_1) (target ≥ 90 % up to 16); overhead per task = makespan × N / tasks
+  − S (the wall time a task holds a worker beyond the sleep), split into the handler's own work beyond
+  S (the tiny kernel, the store writes; from ``seconds``) and the rest (Celery, Redis, the record);
+- the broker's cost: ``INFO commandstats`` (calls, µs inside commands) and ``INFO cpu`` (server CPU,
+  user + sys) before and after the timed run, per task; and Redis's background load per idle worker
+  process (``--idle`` seconds with the workers idle);
+- the CPU the worker processes (main + pool) used per task, and how busy the machine was: on a 2-core
+  box, N pool processes that all wake at once compete for the two cores.
+
+From Redis's CPU per task and per idle worker process it estimates how many workers one Redis core can
+feed at realistic GPU shard times (``--shard-times``, default 0.5, 2 and 10 s per shard).
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python bench/bench_scaleout.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+from bench.bench_queue import (
+    ASCENT,
+    TARGET_CLASS,
+    RedisStats,
+    ascent_env,
+    check,
+    run_proc,
+    shard_records,
+    small_images,
+    top_commands,
+    tree_cpu,
+    write_npz,
+)
+from bench.common import (
+    REPO,
+    Report,
+    Table,
+    _proc_stat,
+    base_parser,
+    environment,
+    finish,
+    fmt,
+    log,
+    pick_device,
+    wait_for_quiet,
+)
+
+SIZE = 16  # image side: the real kernel costs a few ms
+KERNEL_ARGS = ["--model", "tiny", "--size", str(SIZE), "--max-iters", "1", "--extra-iters", "0"]
+
+
+@dataclass
+class Config:
+    workers: int
+    tasks: int
+    sleep: float
+    makespan: float  # first shard start -> last record written (records)
+    wall: float  # `ascent submit` start -> `ascent collect --wait` exit
+    submit_wall: float
+    handler_extra: float  # median of the records' `seconds` minus the sleep
+    redis: dict[str, Any]
+    redis_idle_cpu_per_s: float  # server CPU seconds per second with this worker idle
+    worker_cpu_main: float  # CPU seconds of the worker's main process during the timed run
+    worker_cpu_pool: float  # ... of its pool processes
+    machine_busy: float  # share of all cores busy during the timed run (everything)
+    pss_mib: float  # worker main + pool, proportional set size (shared pages split)
+    pids: int  # distinct pool processes that ran a timed task
+
+    @property
+    def throughput(self) -> float:
+        return self.tasks / self.makespan
+
+    @property
+    def redis_cpu_per_task(self) -> float:
+        """Redis server CPU per task, net of the load Redis has with this worker idle (its own cron and
+        the worker's background traffic, counted separately per worker process) over the same time."""
+        background = self.redis_idle_cpu_per_s * self.redis["seconds"]
+        return max(0.0, self.redis["cpu"] - background) / self.tasks
+
+    @property
+    def overhead_per_task(self) -> float:
+        """Wall time a task holds a worker slot beyond the sleep (s)."""
+        return self.makespan * self.workers / self.tasks - self.sleep
+
+
+def pool_processes(pid: int) -> list[Any]:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def pss_mib(pid: int) -> float:
+    import psutil
+
+    total = 0
+    for proc in [psutil.Process(pid), *pool_processes(pid)]:
+        try:
+            info = proc.memory_full_info()
+            total += getattr(info, "pss", info.rss)
+        except psutil.Error:
+            continue
+    return total / 2**20
+
+
+def wait_ready(app: Any, name: str, proc: subprocess.Popen[bytes], n: int, log_path: Path) -> None:
+    """Until the worker answers a ping and has its ``n`` pool processes."""
+    deadline = time.monotonic() + 180
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"worker {name} exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        replies = app.control.ping(timeout=0.5) or []
+        nodes = {node.split("@", 1)[0] for reply in replies for node in reply}
+        if name in nodes and len(pool_processes(proc.pid)) >= n:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"worker {name} not ready after 180 s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+def wait_records(store: Path, run_id: str, n: int, timeout: float = 600) -> None:
+    folder = store / "runs" / run_id / "records"
+    deadline = time.monotonic() + timeout
+    while len(list(folder.glob("*.json"))) < n:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{run_id}: {n} records not written after {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def run_config(
+    n: int,
+    rounds: int,
+    sleep: float,
+    idle: float,
+    broker: str,
+    tmp: Path,
+    images: Any,
+    labels: Any,
+    quiet_wait: float = 60.0,
+) -> Config:
+    from producer.embedded import stop_groups
+    from shared.settings import Settings
+    from worker.app import create_app
+
+    store = tmp / "store"
+    tasks = rounds * n
+    warm_npz = write_npz(tmp / f"warm-{n}.npz", images[:n], labels[:n])
+    npz = write_npz(tmp / f"tasks-{n}.npz", images[:tasks], labels[:tasks])
+    env = ascent_env(ASCENT_FAULT_INJECT=f"sleep:*:{sleep:g}", OMP_NUM_THREADS="1")
+    name = f"scale{n}"
+    log_path = tmp / f"worker-{n}.log"
+    argv = [*ASCENT, "worker", "--concurrency", str(n), "-n", f"{name}@%h", "--loglevel", "WARNING"]
+    argv += ["--broker", broker, "--store", store.as_uri()]
+    with open(log_path, "ab") as fh:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+            start_new_session=True,
+        )  # fmt: skip
+    app = create_app(Settings.from_env({"ASCENT_BROKER_URL": broker, "ASCENT_STORE": store.as_uri()}))
+    redis = RedisStats(broker)
+    try:
+        wait_ready(app, name, proc, n, log_path)
+        submit_env = ascent_env(OMP_NUM_THREADS="1")
+
+        def submit(path: Path, run_id: str) -> Any:
+            cmd = [
+                *ASCENT,
+                "submit",
+                "fool",
+                "--images",
+                str(path),
+                "--target",
+                str(TARGET_CLASS),
+                *KERNEL_ARGS,
+            ]
+            cmd += ["--shard-size", "1", "--broker", broker, "--store", store.as_uri(), "--run-id", run_id]
+            return check(run_proc(cmd, submit_env), f"ascent submit {run_id}")
+
+        submit(warm_npz, f"warm-{n}")
+        wait_records(store, f"warm-{n}", n)
+        time.sleep(0.5)  # let the warm-up's acks and events settle
+
+        run_id = f"scale-{n}"
+        wait_for_quiet(max_wait=quiet_wait)
+        busy0, total0 = _proc_stat()
+        main0 = tree_cpu([proc.pid]) - sum(tree_cpu([c.pid]) for c in pool_processes(proc.pid))
+        pool0 = sum(tree_cpu([c.pid]) for c in pool_processes(proc.pid))
+        before = redis.snapshot()
+        t0 = time.perf_counter()
+        sub = submit(npz, run_id)
+        collect_cmd = [*ASCENT, "collect", run_id, "--wait", "--timeout", "600", "--store", store.as_uri()]
+        check(run_proc(collect_cmd, submit_env), f"ascent collect {run_id}")
+        wall = time.perf_counter() - t0
+        after = redis.snapshot()
+        busy1, total1 = _proc_stat()
+        pool1 = sum(tree_cpu([c.pid]) for c in pool_processes(proc.pid))
+        main1 = tree_cpu([proc.pid]) - pool1
+        memory = pss_mib(proc.pid)
+
+        time.sleep(0.5)
+        idle0 = redis.snapshot()
+        time.sleep(idle)
+        idle1 = redis.snapshot()
+        idle_delta = RedisStats.delta(idle0, idle1)
+    finally:
+        redis.close()
+        app.close()
+        stop_groups([proc], grace=10.0)
+
+    records = shard_records(store, run_id)
+    if len(records) != tasks:
+        raise SystemExit(f"{run_id}: {len(records)} records for {tasks} tasks")
+    starts = [r["written_at"] - r["seconds"] for r in records]
+    makespan = max(r["written_at"] for r in records) - min(starts)
+    return Config(
+        workers=n,
+        tasks=tasks,
+        sleep=sleep,
+        makespan=makespan,
+        wall=wall,
+        submit_wall=sub.wall,
+        handler_extra=statistics.median(r["seconds"] for r in records) - sleep,
+        redis=RedisStats.delta(before, after),
+        redis_idle_cpu_per_s=idle_delta["cpu"] / idle_delta["seconds"],
+        worker_cpu_main=main1 - main0,
+        worker_cpu_pool=pool1 - pool0,
+        machine_busy=(busy1 - busy0) / max(1e-9, total1 - total0),
+        pss_mib=memory,
+        pids=len({r.get("pid") for r in records}),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from producer.embedded import LocalRedis
+
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--workers", default="1,2,4,8,16", help="pool sizes (default %(default)s)")
+    parser.add_argument("--sleep", type=float, default=1.0, help="seconds each shard sleeps (default 1.0)")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="tasks per configuration = rounds × N (default 4)"
+    )
+    parser.add_argument(
+        "--idle", type=float, default=3.0, help="seconds of idle Redis load measured per config"
+    )
+    parser.add_argument("--shard-times", default="0.5,2,10", help="GPU seconds per shard for the estimate")
+    parser.add_argument("--quiet-wait", type=float, default=60.0, help="max seconds to wait for a quiet CPU")
+    args = parser.parse_args(argv)
+    device = pick_device(args.device)
+    counts = [int(v) for v in args.workers.split(",")]
+    shard_times = [float(v) for v in args.shard_times.split(",")]
+    report = Report(
+        bench="scaleout",
+        title=f"scale-out by simulation: a {args.sleep:g} s sleeping kernel, "
+        f"{counts[0]}–{counts[-1]} workers, one Redis",
+        env=environment(device),
+        settings={
+            "sleep_s": args.sleep,
+            "tasks": f"{args.rounds}×N",
+            "shard_size": 1,
+            "workers": "one `ascent worker --concurrency N` (N prefork pool processes)",
+            "kernel": f"fool, tiny model, {SIZE} px, 1 step",
+            "store": "file:// (local disk)",
+            "OMP_NUM_THREADS": 1,
+        },
+    )
+    images, labels = small_images(args.rounds * max(counts), SIZE)
+    results: list[Config] = []
+    with tempfile.TemporaryDirectory(prefix="ascent-bench-scaleout-") as tmp_name:
+        tmp = Path(tmp_name)
+        with LocalRedis(tmp / "redis") as redis_server:
+            stats = RedisStats(redis_server.url)
+            time.sleep(0.5)
+            idle0 = stats.snapshot()
+            time.sleep(args.idle)
+            empty = RedisStats.delta(idle0, stats.snapshot())
+            stats.close()
+            baseline = empty["cpu"] / empty["seconds"]  # Redis alone: its cron (hz 10), no clients
+            for n in counts:
+                started = time.perf_counter()
+                c = run_config(
+                    n,
+                    args.rounds,
+                    args.sleep,
+                    args.idle,
+                    redis_server.url,
+                    tmp,
+                    images,
+                    labels,
+                    args.quiet_wait,
+                )
+                results.append(c)
+                log(
+                    f"N={n}: {c.tasks} tasks, makespan {c.makespan:.2f} s, {c.throughput:.2f} tasks/s, "
+                    f"overhead {c.overhead_per_task * 1e3:.0f} ms/task, machine busy {c.machine_busy:.0%} "
+                    f"({time.perf_counter() - started:.0f} s with start-up)"
+                )
+
+    base = next((c for c in results if c.workers == 1), results[0])
+    per_worker_1 = base.throughput / base.workers
+    rows = []
+    for c in results:
+        eff = c.throughput / (c.workers * per_worker_1)
+        rd = c.redis
+        rows.append(
+            [
+                c.workers,
+                c.tasks,
+                c.makespan,
+                c.throughput,
+                f"{eff:.1%}",
+                c.overhead_per_task * 1e3,
+                c.handler_extra * 1e3,
+                (c.overhead_per_task - c.handler_extra) * 1e3,
+                rd["calls"] / c.tasks,
+                rd["usec"] / c.tasks,
+                rd["cpu"] / c.tasks * 1e6,
+                c.redis_cpu_per_task * 1e6,
+                (c.worker_cpu_main + c.worker_cpu_pool) / c.tasks * 1e3,
+                f"{c.machine_busy:.0%}",
+                c.pss_mib,
+                c.wall,
+            ]
+        )
+    effs = {c.workers: c.throughput / (c.workers * per_worker_1) for c in results}
+    worst = min(effs.items(), key=lambda kv: kv[1])
+    report.metric(
+        f"scaling efficiency, {counts[0]}–{counts[-1]} workers (throughput_N / (N × throughput_1))",
+        ", ".join(f"{n}: {e:.0%}" for n, e in effs.items()),
+        "≥ 90% up to 16",
+        all(e >= 0.9 for e in effs.values()),
+    )
+    top = results[-1]
+    report.metric(
+        f"throughput at {top.workers} workers",
+        f"{top.throughput:.2f} tasks/s (ideal {top.workers / args.sleep:.2f})",
+    )
+    report.metric(
+        "overhead per task beyond the sleep (wall per task − S)",
+        ", ".join(f"{c.workers}: {c.overhead_per_task * 1e3:.0f} ms" for c in results),
+        "measured",
+    )
+    # Redis capacity: CPU per task (the largest configuration, the most realistic concurrency) and the
+    # background load of an idle worker process (the N=1 configuration: one worker process).
+    c_task = top.redis_cpu_per_task
+    c_idle = max(0.0, base.redis_idle_cpu_per_s - baseline)  # one idle worker process, Redis's own cron off
+    capacity = {t: 1.0 / (c_task / t + c_idle) for t in shard_times}
+    report.metric(
+        "Redis server CPU per task (broker overhead)",
+        f"{c_task * 1e6:.0f} µs at N={top.workers} ({top.redis['calls'] / top.tasks:.1f} commands, "
+        f"{top.redis['usec'] / top.tasks:.0f} µs inside them) → {1 / c_task:,.0f} tasks/s per Redis core",
+    )
+    report.metric(
+        "workers one Redis core can feed (100% busy; halve for headroom)",
+        ", ".join(f"{fmt(w)} at {t:g} s/shard" for t, w in capacity.items()),
+        "write down",
+    )
+    report.tables.append(
+        Table(
+            "per configuration (ms per task unless said; Redis figures per task; PSS = worker main + pool)",
+            [
+                "N",
+                "tasks",
+                "makespan s",
+                "tasks/s",
+                "efficiency",
+                "overhead",
+                "in handler beyond S",
+                "outside handler",
+                "Redis cmds",
+                "Redis µs in cmds",
+                "Redis CPU µs",
+                "Redis CPU µs net",
+                "worker CPU ms",
+                "machine busy",
+                "PSS MiB",
+                "submit+collect wall s",
+            ],
+            rows,
+        )
+    )
+    report.notes.append(
+        f"Redis commands per task at N={top.workers} (submit, delivery, ack, events; most frequent): "
+        f"{top_commands(top.redis, top.tasks, 8)}"
+    )
+    report.notes.append(
+        f"Redis with no client: {baseline * 1e6:.0f} µs of CPU per second (its cron); 'Redis CPU µs net' = "
+        "(server CPU over the timed run − the load measured with the same worker idle × its duration) / tasks"
+    )
+    report.notes.append(
+        f"Redis background load of one idle worker process: {c_idle * 1e6:.0f} µs of server CPU per second "
+        f"(N=1, Redis's own cron subtracted; with N={top.workers} pool processes in one worker: "
+        f"{(top.redis_idle_cpu_per_s - baseline) * 1e6:.0f} µs/s — "
+        "the consumer connection, heartbeats and event traffic are per worker process, not per pool process)"
+    )
+    report.notes.append(
+        "capacity = 1 / (Redis CPU per task / shard time + idle load per worker process): one Redis core "
+        "(Redis executes commands on one thread) fully busy; a fleet runs one worker process per GPU "
+        "(--concurrency 1), so each GPU adds the per-process background load"
+    )
+    report.notes.append(
+        f"worst efficiency {worst[1]:.1%} at N={worst[0]}; 'overhead' = makespan × N / tasks − S; "
+        "'in handler beyond S' = median of the records' seconds − S (tiny kernel, attempt marker, PNG "
+        "writes); 'outside handler' = the rest (Celery receive/ack, Redis, the record write, waiting for a "
+        "core); 'worker CPU' = main + pool processes' CPU per task"
+    )
+    finish(report, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
