@@ -155,6 +155,18 @@ class Context:
     def save_input(self, item: Item, image: np.ndarray) -> None:
         self.put_png(self.key("inputs", f"{item.item_id}.png"), image)
 
+    def record_outputs(
+        self,
+        loaded: Sequence[Loaded],
+        outputs: np.ndarray,
+        metrics: Sequence[dict[str, Any]],
+        records: dict[str, dict[str, Any]],
+    ) -> None:
+        """Store each item's preprocessed input and output PNG, and its done record in ``records``."""
+        for x, image, item_metrics in zip(loaded, outputs, metrics, strict=True):
+            self.save_input(x.item, x.image)
+            records[x.item.item_id] = item_done(x.item, self.output(x.item, image), **item_metrics)
+
 
 @dataclass(frozen=True)
 class Loaded:
@@ -215,21 +227,19 @@ def run_fool(ctx: Context, items: Sequence[Item]) -> list[dict[str, Any]]:
             extra_iters=p["extra_iters"],
             loss=p["loss"],
         )
-        outputs = to_uint8(result.images)
-        for i, x in enumerate(loaded):
-            ctx.save_input(x.item, x.image)
-            uri = ctx.output(x.item, outputs[i])
-            records[x.item.item_id] = item_done(
-                x.item,
-                uri,
-                fooled=bool(result.fooled[i]),
-                iterations=int(result.iterations[i]),
-                target=target,
-                pred_before=int(result.pred_before[i]),
-                pred_after=int(result.pred_after[i]),
-                l2=float(result.l2[i]),
-                linf=float(result.linf[i]),
-            )
+        metrics = [
+            {
+                "fooled": bool(result.fooled[i]),
+                "iterations": int(result.iterations[i]),
+                "target": target,
+                "pred_before": int(result.pred_before[i]),
+                "pred_after": int(result.pred_after[i]),
+                "l2": float(result.l2[i]),
+                "linf": float(result.linf[i]),
+            }
+            for i in range(len(loaded))
+        ]
+        ctx.record_outputs(loaded, to_uint8(result.images), metrics, records)
     return [records[item.item_id] for item in items]
 
 
@@ -339,18 +349,16 @@ def run_style(ctx: Context, items: Sequence[Item]) -> list[dict[str, Any]]:
             seed=p["seed"],
             style_blend=p["style_blend"],
         )
-        outputs = to_uint8(result.images)
-        for i, x in enumerate(batch):
-            ctx.save_input(x.item, x.image)
-            uri = ctx.output(x.item, outputs[i])
-            records[x.item.item_id] = item_done(
-                x.item,
-                uri,
-                content_loss=float(result.content[i]),
-                style_loss=float(result.style[i]),
-                tv_loss=float(result.tv[i]),
-                loss=float(result.loss[i]),
-            )
+        metrics = [
+            {
+                "content_loss": float(result.content[i]),
+                "style_loss": float(result.style[i]),
+                "tv_loss": float(result.tv[i]),
+                "loss": float(result.loss[i]),
+            }
+            for i in range(len(batch))
+        ]
+        ctx.record_outputs(batch, to_uint8(result.images), metrics, records)
     return [records[item.item_id] for item in items]
 
 
