@@ -2,13 +2,15 @@
 
 In one run, on the same images (the 25 val images, tiled ``--repeat`` times) and target class 6:
 
-(a) ``shared.kernels.fool`` batched: auto ``max_batch`` (8 on CPU, the whole set on CUDA) and a sweep
-    over ``--sweep`` (CPU default 4, 8, 16, all);
+(a) ``shared.kernels.fool`` batched: auto ``max_batch`` (8 on CPU, the whole set on CUDA), the same
+    with ``loss="log_softmax"``, and a sweep over ``--sweep`` (CPU default 4, 8, 16, all);
 (b) the reference's plain per-image loop (CS231n ``make_fooling_image``: one image at a time, lr 1,
     normalised-gradient step in normalised space, stop when argmax == target, at most 100 steps),
     written here against the raw torchvision network, not with our kernel;
 (c) torchattacks' targeted PGD-L2 (bench/peer_torchattacks.py, in a subprocess that alone sees
-    ``$ASCENT_PEERS``) at the same step length and the smallest step budget reaching our fooling rate.
+    ``$ASCENT_PEERS``) at the same step length and the smallest step budget reaching our fooling rate,
+    timed there interleaved with our kernel (and ``--peer-variants``: loss=log_softmax, and a proposed
+    channels_last + log_softmax variant from fool_variants.py).
 
 The floor of a kernel run: each forward+backward call it made (counted by a hook on the model, at its
 batch size b) × the best measured time of one forward+backward w.r.t. the input at batch size b on the

@@ -320,6 +320,8 @@ class CliRun:
     collect: float  # stopped -> summary printed, process exited
     worker_seconds: float  # sum of the shards' handler time (records)
     iterations: list[int]
+    store: Path
+    run_id: str
 
 
 def cli_run(npz: Path, n: int, shard_size: int, tmp: Path, tag: str, threads: int) -> CliRun:
@@ -345,7 +347,54 @@ def cli_run(npz: Path, n: int, shard_size: int, tmp: Path, tag: str, threads: in
         collect=run.wall - stopped,
         worker_seconds=sum(r["seconds"] for r in records),
         iterations=[int(i["iterations"]) for i in items],
+        store=store,
+        run_id=f"bench-{tag}",
     )
+
+
+@dataclass
+class PipelineCosts:
+    """Per-image work of the pipeline outside the kernel, timed in-process (ms, best of several)."""
+
+    encode_png: float  # one 224×224 PNG at the store's compress_level (the worker writes 2 per image)
+    encode_png_fast: float  # the same at compress_level 1, for comparison
+    collect_per_image: float  # collector: (collect(big run) − collect(small run)) / (big − small)
+    collect_big: float
+    collect_small: float
+
+
+def pipeline_costs(image: np.ndarray, big_run: CliRun, small_run: CliRun) -> PipelineCosts:
+    """Time what the worker and the collector do per image besides the kernel: PNG encoding (inputs/ and
+    outputs/, written by the handler) and the collector (summary, items.jsonl, report.html with an image
+    grid), on the stores the CLI runs left."""
+    import io
+
+    from PIL import Image
+
+    from producer.collector import collect
+    from shared.images import encode_png
+    from shared.store import FileStore
+
+    def best_ms(fn: Any, k: int) -> float:
+        out = float("inf")
+        for _ in range(k):
+            t = time.perf_counter()
+            fn()
+            out = min(out, time.perf_counter() - t)
+        return out * 1e3
+
+    def fast_png() -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+        return buffer.getvalue()
+
+    settle()
+    enc = best_ms(lambda: encode_png(image), 20)
+    enc_fast = best_ms(fast_png, 20)
+    big = best_ms(lambda: collect(FileStore(big_run.store), big_run.run_id), 3)
+    small = best_ms(lambda: collect(FileStore(small_run.store), small_run.run_id), 3)
+    per_image = (big - small) / (big_run.n - small_run.n)
+    return PipelineCosts(enc, enc_fast, per_image, big, small)
 
 
 # ----------------------------------------------------------------------------- (c) per-task overhead
@@ -525,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     global QUIET_WAIT
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="OMP/torch threads (default: the CPUs)")
-    parser.add_argument("--trials", type=int, default=2, help="interleaved trials, best kept (default 2)")
+    parser.add_argument("--trials", type=int, default=3, help="interleaved trials, best kept (default 3)")
     parser.add_argument(
         "--retries", type=int, default=2, help="extra tries of a disturbed segment (default 2)"
     )
@@ -615,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     if r.others <= DISTURBED:
                         break
+        log("pipeline work per image outside the kernel: PNG encoding, the collector")
+        one_batch = max(sizes)
+        costs = pipeline_costs(x_u8[0], cli[(big, one_batch)][-1], cli[runs[0]][-1])
         log("per-task overhead: tiny tasks through the embedded Redis and one worker")
         task = per_task_overhead(tmp, args.tasks, threads, device)
 
@@ -695,6 +747,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{per_image['handler'] * 1e3:.0f} vs {per_image['nchw'] * 1e3:.0f} ms/image "
         f"(NCHW {per_image['nchw'] / per_image['handler']:.2f}× slower)",
     )
+    extra = 2 * costs.encode_png + costs.collect_per_image
+    report.metric(
+        "pipeline work per image outside the kernel (2 PNG encodes in the worker + the collector)",
+        f"{extra:.0f} ms/image = {extra / (per_image['handler'] * 1e3):.0%} of the kernel's "
+        f"({costs.encode_png:.1f} ms per PNG, collector {costs.collect_per_image:.1f} ms)",
+    )
     report.metric(
         "per-task overhead, dispatch + store round-trip (tiny kernel, 1 worker)",
         f"{task.overhead_ms:.1f} ms/task (outside the handler {task.outside_handler_ms:.1f}, "
@@ -751,6 +809,29 @@ def main(argv: list[str] | None = None) -> int:
                 "others' CPU (each try)",
             ],
             rows,
+        )
+    )
+    report.tables.append(
+        Table(
+            "per-image work outside the kernel, in-process (ms; best of several)",
+            [
+                "PNG encode 224 px (level 6, the store's)",
+                "same at level 1",
+                "collector per image",
+                f"collect() {big} images",
+                f"collect() {small} images",
+                "worker (2 PNGs) + collector",
+            ],
+            [
+                [
+                    costs.encode_png,
+                    costs.encode_png_fast,
+                    costs.collect_per_image,
+                    costs.collect_big,
+                    costs.collect_small,
+                    extra,
+                ]
+            ],
         )
     )
     report.tables.append(
