@@ -9,8 +9,8 @@ In one run, on the same images (the 25 val images, tiled ``--repeat`` times) and
     written here against the raw torchvision network, not with our kernel;
 (c) torchattacks' targeted PGD-L2 (bench/peer_torchattacks.py, in a subprocess that alone sees
     ``$ASCENT_PEERS``) at the same step length and the smallest step budget reaching our fooling rate,
-    timed there interleaved with our kernel (and ``--peer-variants``: loss=log_softmax, and a proposed
-    channels_last + log_softmax variant from fool_variants.py).
+    timed there interleaved with our kernel (and ``--peer-variants``: the kernel with
+    ``precision="bf16"``, ``loss="log_softmax"`` and both, from fool_variants.py).
 
 The floor of a kernel run: each forward+backward call it made (counted by a hook on the model, at its
 batch size b) × the best measured time of one forward+backward w.r.t. the input at batch size b on the
@@ -78,6 +78,7 @@ class KernelRun:
     grad_calls: Counter  # batch size -> number of forward calls with grad enabled (forward+backward)
     nograd_calls: Counter  # batch size -> number of forward-only calls (prediction, 8-bit checks)
     others: float  # CPU share other processes used meanwhile
+    precision: str = "fp32"
 
 
 def run_kernel(
@@ -92,6 +93,7 @@ def run_kernel(
     label,
     quiet: float = 0.0,
     loss: str = "score",
+    precision: str = "fp32",
 ) -> KernelRun:
     """One timed ``fool`` run with a hook counting the model calls (batch size, gradients on or not).
     On a shared CPU, re-run (≤ 4 times) while other processes took > 10 % of the CPU; keep the fastest."""
@@ -118,6 +120,7 @@ def run_kernel(
                     extra_iters=extra_iters,
                     max_batch=max_batch,
                     **({} if loss == "score" else {"loss": loss}),
+                    **({} if precision == "fp32" else {"precision": precision}),
                 ),
                 device,
             )
@@ -139,6 +142,7 @@ def run_kernel(
             grad,
             nograd,
             timing.others,
+            precision,
         )
         if best is None or run.wall < best.wall:
             best = run
@@ -345,11 +349,12 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument(
         "--peer-variants",
         default=None,
-        help="ours as bench/fool_variants.py variants against torchattacks (default current,ls,cl-ls)",
+        help="ours as bench/fool_variants.py variants against torchattacks (default current,bf16,ls,ls-bf16)",
     )
     parser.add_argument("--no-loop", action="store_true", help="skip the per-image reference loop")
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler run")
     parser.add_argument("--no-log-softmax", action="store_true", help="skip the loss=log_softmax run")
+    parser.add_argument("--no-bf16", action="store_true", help="skip the precision=bf16 runs")
     parser.add_argument(
         "--quiet-wait", type=float, default=None, help="CPU: wait ≤ s for other load to drop before timing"
     )
@@ -360,7 +365,7 @@ def main(argv: list[str] | None = None) -> Report:
     if args.repeat is None:
         args.repeat = 40 if (args.full and gpu) else (4 if gpu else 1)
     if args.peer_variants is None:
-        args.peer_variants = "current,ls,cl-ls"
+        args.peer_variants = "current,bf16,ls,ls-bf16"
     sweep = parse_sweep(args.sweep) if args.sweep else ([64, 256, None] if gpu else [4, 8, 16, None])
 
     from shared.kernels import auto_max_batch
@@ -407,6 +412,12 @@ def main(argv: list[str] | None = None) -> Report:
             )
         )
         log(f"log_softmax: {runs[-1].wall:.2f}s, fooled {runs[-1].fooled}/{n}")
+    if not args.no_bf16:  # bf16 autocast while stepping (the 8-bit check stays float32)
+        for loss in ("score",) + (() if args.no_log_softmax else ("log_softmax",)):
+            label = "fool (auto, " + ("" if loss == "score" else "loss=log_softmax, ") + "precision=bf16)"
+            run = run_kernel(model, images, target, auto, label=label, loss=loss, precision="bf16", **kw)
+            runs.append(run)
+            log(f"{label}: {runs[-1].wall:.2f}s, fooled {runs[-1].fooled}/{n}")
     for mb in sweep:
         if mb == auto:
             continue
@@ -477,7 +488,7 @@ def main(argv: list[str] | None = None) -> Report:
     rows = []
     for r in runs:
         med, mx = median_max(r.iterations)
-        fl = floor_of(r, per_pass)
+        fl = floor_of(r, per_pass) if r.precision == "fp32" else float("nan")  # the floor is float32
         rows.append(
             [
                 r.label,
@@ -550,11 +561,7 @@ def main(argv: list[str] | None = None) -> Report:
         if r["variant"] != "current":
             rows.append(
                 [
-                    (
-                        "fool loss=log_softmax (timed beside torchattacks)"
-                        if r["variant"] == "ls"
-                        else f"proposed kernel '{r['variant']}' (bench/fool_variants.py)"
-                    ),
+                    f"fool '{r['variant']}' (bench/fool_variants.py; timed beside torchattacks)",
                     r["t_ours"],
                     n / r["t_ours"],
                     f"{r['ours_fooled']}/{n}",
@@ -592,6 +599,13 @@ def main(argv: list[str] | None = None) -> Report:
     floor_ratio = k.wall / floor_of(k, per_pass)
     report.metric("fool wall / floor (auto batch)", f"{floor_ratio:.3f}", "≤ 1.10", floor_ratio <= 1.10)
     for r in runs:
+        if r.precision != "fp32":
+            if loop_wall is not None:
+                report.metric(
+                    f"{r.label} vs per-image loop (wall ratio; the loop is float32, raw score)",
+                    f"{loop_wall / r.wall:.2f}× (fooled {r.fooled} vs {loop_fooled} of {n})",
+                )
+            continue
         if "log_softmax" in r.label:
             ratio = r.wall / floor_of(r, per_pass)
             report.metric(
@@ -615,10 +629,14 @@ def main(argv: list[str] | None = None) -> Report:
         for name, r in peer_results.items():
             ratio = r["t_peer"] / r["t_ours"]
             equal = r["rate_float"] >= r["ours_rate"] - 1e-9
-            current = name in ("current", "ls")  # the kernel as it is (default / loss=log_softmax)
-            label = {"current": "", "ls": ", kernel with loss=log_softmax"}.get(
-                name, f" — proposed '{name}', not the kernel as it is"
-            )
+            options = {  # the kernel as it is, with its options
+                "current": "",
+                "ls": ", kernel with loss=log_softmax",
+                "bf16": ", kernel with precision=bf16",
+                "ls-bf16": ", kernel with loss=log_softmax and precision=bf16",
+            }
+            current = name in options
+            label = options.get(name, f" — variant '{name}' (bench/fool_variants.py), not the kernel itself")
             report.metric(
                 "images/s vs torchattacks PGD-L2 (same process)" + label,
                 f"{ratio:.2f}× ({r['steps']} steps reach {r['fooled_float']}/{n} vs ours "

@@ -287,12 +287,19 @@ def top_commands(delta: Mapping[str, Any], per: float, k: int = 6) -> str:
 
 def inprocess_fool(
     model: Any, images: torch.Tensor, device: torch.device, shard_size: int | None = None
-) -> tuple[float, float, list[int]]:
-    """(wall, others' CPU share, iterations) of ``fool`` towards class 6 on ``images``: one call, or one
-    call per ``shard_size`` images in turn (what a worker does with the shards of a run)."""
+) -> tuple[float, float, list[int], dict[int, int]]:
+    """(wall, others' CPU share, iterations, forward+backward calls by batch size) of ``fool`` towards
+    class 6 on ``images``: one call, or one call per ``shard_size`` images in turn (what a worker does
+    with the shards of a run). Batch sizes are as the network sees them (a lone image padded to 2 on
+    the CPU)."""
     from shared.kernels import fool
 
     step = shard_size or images.shape[0]
+    calls: dict[int, int] = {}
+
+    def count(_module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
+        if torch.is_grad_enabled():
+            calls[inputs[0].shape[0]] = calls.get(inputs[0].shape[0], 0) + 1
 
     def run() -> list[int]:
         iterations: list[int] = []
@@ -301,8 +308,12 @@ def inprocess_fool(
         return iterations
 
     settle()
-    timing = measure(run, device)
-    return timing.wall, timing.others, [int(i) for i in timing.out]
+    hook = model.stack.register_forward_pre_hook(count)
+    try:
+        timing = measure(run, device)
+    finally:
+        hook.remove()
+    return timing.wall, timing.others, [int(i) for i in timing.out], dict(sorted(calls.items()))
 
 
 # ----------------------------------------------------------------------------- (b) `ascent run fool`
@@ -576,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="OMP/torch threads (default: the CPUs)")
     parser.add_argument("--trials", type=int, default=3, help="interleaved trials, best kept (default 3)")
     parser.add_argument(
-        "--retries", type=int, default=2, help="extra tries of a disturbed segment (default 2)"
+        "--retries", type=int, default=3, help="extra tries of a disturbed segment (default 3)"
     )
     parser.add_argument("--small", type=int, default=None, help="images in the small run (5; --full 200)")
     parser.add_argument("--big", type=int, default=None, help="images in the big run (25; --full 1000)")
@@ -635,6 +646,7 @@ def main(argv: list[str] | None = None) -> int:
 
     inproc: dict[tuple[str, int, int | None], list[tuple[float, float]]] = {}
     iters: dict[tuple[str, int, int | None], list[int]] = {}
+    calls: dict[tuple[str, int, int | None], dict[int, int]] = {}
     cli: dict[tuple[int, int], list[CliRun]] = {}
     with tempfile.TemporaryDirectory(prefix="ascent-bench-queue-") as tmp_name:
         tmp = Path(tmp_name)
@@ -646,9 +658,9 @@ def main(argv: list[str] | None = None) -> int:
             for seg in segments:
                 lay, n, shard = seg
                 for _attempt in range(1 + args.retries):
-                    wall, others, its = inprocess_fool(model, layouts[lay][:n], device, shard)
+                    wall, others, its, batches = inprocess_fool(model, layouts[lay][:n], device, shard)
                     inproc.setdefault(seg, []).append((wall, others))
-                    iters[seg] = its
+                    iters[seg], calls[seg] = its, batches
                     what = f"in-process fool ({lay}) on {n}" + (f" in shards of {shard}" if shard else "")
                     log(f"trial {trial}: {what}: {wall:.2f} s, {others:.0%} others")
                     if others <= DISTURBED:
@@ -809,6 +821,26 @@ def main(argv: list[str] | None = None) -> int:
                 "others' CPU (each try)",
             ],
             rows,
+        )
+    )
+    report.tables.append(
+        Table(
+            "the kernel's forward+backward calls by batch size as the network sees it (in-process, handler's "
+            "tensor; a lone image is padded to 2 on the CPU, so a call at batch 2 may carry one image)",
+            ["images", "shard size", "calls", "calls at batch ≤ 2", "image-passes", "calls by batch size"],
+            [
+                [
+                    n,
+                    shard or "one call",
+                    sum(calls[seg].values()),
+                    sum(c for b, c in calls[seg].items() if b <= 2),
+                    sum(b * c for b, c in calls[seg].items()),
+                    " ".join(f"{b}:{c}" for b, c in calls[seg].items()),
+                ]
+                for seg in segments
+                if seg[0] == "handler" and seg[1] == big
+                for n, shard in [(seg[1], seg[2])]
+            ],
         )
     )
     report.tables.append(

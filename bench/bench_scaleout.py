@@ -83,6 +83,7 @@ class Config:
     handler_extra: float  # median of the records' `seconds` minus the sleep
     redis: dict[str, Any]
     redis_idle_cpu_per_s: float  # server CPU seconds per second with this worker idle
+    redis_idle: dict[str, Any]  # the idle window's delta (commands by name)
     worker_cpu_main: float  # CPU seconds of the worker's main process during the timed run
     worker_cpu_pool: float  # ... of its pool processes
     machine_busy: float  # share of all cores busy during the timed run (everything)
@@ -247,12 +248,38 @@ def run_config(
         handler_extra=statistics.median(r["seconds"] for r in records) - sleep,
         redis=RedisStats.delta(before, after),
         redis_idle_cpu_per_s=idle_delta["cpu"] / idle_delta["seconds"],
+        redis_idle=idle_delta,
         worker_cpu_main=main1 - main0,
         worker_cpu_pool=pool1 - pool0,
         machine_busy=(busy1 - busy0) / max(1e-9, total1 - total0),
         pss_mib=memory,
         pids=len({r.get("pid") for r in records}),
     )
+
+
+def redis_benchmark(port: int | None, requests: int = 20000) -> dict[str, float]:
+    """Requests/s of the commands a task uses most, from ``redis-benchmark`` (empty when it is absent)."""
+    import shutil
+
+    exe = shutil.which("redis-benchmark")
+    if exe is None or port is None:
+        return {}
+    argv = [exe, "-h", "127.0.0.1", "-p", str(port), "-q", "-n", str(requests), "-c", "4"]
+    argv += ["-t", "lpush,rpop,hset,zadd,publish"]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    rps = {}
+    for line in out.replace("\r", "\n").splitlines():
+        name, _, rest = line.partition(":")
+        fields = rest.split()
+        if fields[1:2] == ["requests"] and name.strip():
+            try:
+                rps[name.strip()] = float(fields[0])
+            except ValueError:
+                continue
+    return rps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"overhead {c.overhead_per_task * 1e3:.0f} ms/task, machine busy {c.machine_busy:.0%} "
                     f"({time.perf_counter() - started:.0f} s with start-up)"
                 )
+            bench_rps = redis_benchmark(redis_server.port)
 
     base = next((c for c in results if c.workers == 1), results[0])
     per_worker_1 = base.throughput / base.workers
@@ -366,13 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Redis capacity: CPU per task (the largest configuration, the most realistic concurrency) and the
     # background load of an idle worker process (the N=1 configuration: one worker process).
-    c_task = top.redis_cpu_per_task
+    # Pooled over every configuration: Redis's CPU counters tick coarsely, a few ms per run of seconds.
+    tasks_all = sum(c.tasks for c in results)
+    c_task = sum(c.redis_cpu_per_task * c.tasks for c in results) / tasks_all
     c_idle = max(0.0, base.redis_idle_cpu_per_s - baseline)  # one idle worker process, Redis's own cron off
     capacity = {t: 1.0 / (c_task / t + c_idle) for t in shard_times}
     report.metric(
         "Redis server CPU per task (broker overhead)",
-        f"{c_task * 1e6:.0f} µs at N={top.workers} ({top.redis['calls'] / top.tasks:.1f} commands, "
-        f"{top.redis['usec'] / top.tasks:.0f} µs inside them) → {1 / c_task:,.0f} tasks/s per Redis core",
+        f"{c_task * 1e6:.0f} µs (all {tasks_all} tasks; {top.redis['calls'] / top.tasks:.1f} commands and "
+        f"{top.redis['usec'] / top.tasks:.0f} µs inside them at N={top.workers}) → "
+        f"{1 / c_task:,.0f} tasks/s per Redis core",
     )
     report.metric(
         "workers one Redis core can feed (100% busy; halve for headroom)",
@@ -417,6 +448,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{(top.redis_idle_cpu_per_s - baseline) * 1e6:.0f} µs/s — "
         "the consumer connection, heartbeats and event traffic are per worker process, not per pool process)"
     )
+    idle = base.redis_idle
+    report.notes.append(
+        "what an idle worker process sends Redis per second (N=1): "
+        + ", ".join(
+            f"{name} {calls / idle['seconds']:.1f}" for name, (calls, _) in list(idle["per_cmd"].items())[:8]
+        )
+    )
+    if bench_rps:
+        report.notes.append(
+            "cross-check with redis-benchmark (same server, 4 clients, no pipelining, on this 2-core box "
+            "with the client competing for the cores): "
+            + ", ".join(f"{name} {rps:,.0f}/s" for name, rps in bench_rps.items())
+            + f"; at {top.redis['calls'] / top.tasks:.1f} commands per task that is ≈ "
+            f"{statistics.harmonic_mean(list(bench_rps.values())) / (top.redis['calls'] / top.tasks):,.0f} "
+            "tasks/s"
+        )
     report.notes.append(
         "capacity = 1 / (Redis CPU per task / shard time + idle load per worker process): one Redis core "
         "(Redis executes commands on one thread) fully busy; a fleet runs one worker process per GPU "

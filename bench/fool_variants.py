@@ -1,22 +1,21 @@
 """Candidate kernel changes for ``fool``, measured by patching them in *this process only* (shared/ is
 not edited): each variant runs the same 25 images → class 6, interleaved, best of ``--trials``.
 
-- ``current``: shared.kernels as it is (auto max_batch: 8 on the CPU, balanced chunks, raw score).
+- ``current``: shared.kernels as it is (channels_last, auto max_batch: 8 on the CPU, balanced chunks,
+  raw score, float32).
+- ``nchw``: the layout before channels_last became the default (weights and inputs NCHW). oneDNN's
+  NCHW max-pooling is ~15× slower than NHWC on this CPU.
 - ``split``: the chunking before commit 0744f64 (``rows.split``: 25 → 8+8+8+1, a lone padded chunk).
-- ``mb4``: max_batch 4.
-- ``cl``: channels_last: the model's weights in ``torch.channels_last`` and every input converted to
-  it where the Classifier already touches it (``_pad_singleton``). oneDNN's NHWC convolutions and
-  max-pooling are much faster than NCHW on this CPU (NCHW max_pool2d is ~15× slower than NHWC).
-- ``cl-mb4``, ``cl-mb16``: the same with max_batch 4 / 16.
-- ``ls``: ``loss="log_softmax"`` (the target's log-probability, as PGD's −CE; in the kernel since
-  0744f64, not its default).
-- ``cl-ls``: both.
+- ``mb4``, ``mb16``: max_batch 4 / 16.
+- ``bf16``: ``precision="bf16"`` (bf16 autocast while stepping; the 8-bit check stays float32).
+- ``ls``: ``loss="log_softmax"`` (the target's log-probability, as PGD's −CE; not the default).
+- ``ls-bf16``: both.
 - ``nopad-native``: no singleton padding, oneDNN off (the native convolution is bitwise
   batch-independent even at batch 1, checked below).
 - ``extra0``: ``extra_iters=0`` (diagnostic, not a proposal: the same work as the plain loop).
 
 ``variant_runner`` is also used by peer_torchattacks.py (``--variants``) to time variants against
-torchattacks in one process. CPU figures; on a GPU only ``cl`` and ``ls`` are meaningful.
+torchattacks in one process. CPU figures; on a GPU only ``nchw``, ``bf16`` and ``ls`` are meaningful.
 """
 
 from __future__ import annotations
@@ -51,54 +50,55 @@ from shared.models import Classifier
 
 
 @contextmanager
-def patched(split=False, nopad=False, mkldnn=None, channels_last=False):
-    saved_chunks, saved_pad, saved_mk = (
+def patched(split=False, nopad=False, mkldnn=None, nchw=False):
+    saved_chunks, saved_prepare, saved_mk = (
         K._balanced_chunks,
-        Classifier._pad_singleton,
+        Classifier._prepare,
         torch.backends.mkldnn.enabled,
     )
     try:
         if split:
             K._balanced_chunks = lambda rows, max_batch: rows.split(max_batch or int(rows.numel()))
         if nopad:
-            Classifier._pad_singleton = lambda self, inputs: inputs
-        if channels_last:
-            pad = Classifier._pad_singleton
-            Classifier._pad_singleton = lambda self, inputs: pad(self, inputs).contiguous(
-                memory_format=torch.channels_last
+            Classifier._prepare = lambda self, inputs: inputs.contiguous(
+                memory_format=torch.contiguous_format if nchw else torch.channels_last
             )
+        elif nchw:
+            Classifier._prepare = lambda self, inputs: saved_prepare(self, inputs).contiguous()
         if mkldnn is not None:
             torch.backends.mkldnn.enabled = mkldnn
         yield
     finally:
-        K._balanced_chunks, Classifier._pad_singleton = saved_chunks, saved_pad
+        K._balanced_chunks, Classifier._prepare = saved_chunks, saved_prepare
         torch.backends.mkldnn.enabled = saved_mk
 
 
-# name: (patch kwargs, fool kwargs, channels_last model copy?)
-VARIANTS: dict[str, tuple[dict, dict, bool]] = {
-    "current": ({}, {}, False),
-    "split": ({"split": True}, {}, False),
-    "mb4": ({}, {"max_batch": 4}, False),
-    "cl": ({"channels_last": True}, {}, True),
-    "cl-mb4": ({"channels_last": True}, {"max_batch": 4}, True),
-    "cl-mb16": ({"channels_last": True}, {"max_batch": 16}, True),
-    "ls": ({}, {"loss": "log_softmax"}, False),
-    "cl-ls": ({"channels_last": True}, {"loss": "log_softmax"}, True),
-    "nopad-native": ({"nopad": True, "mkldnn": False}, {}, False),
-    "extra0": ({}, {"extra_iters": 0}, False),
+# name: (patch kwargs, fool kwargs)
+VARIANTS: dict[str, tuple[dict, dict]] = {
+    "current": ({}, {}),
+    "nchw": ({"nchw": True}, {}),
+    "split": ({"split": True}, {}),
+    "mb4": ({}, {"max_batch": 4}),
+    "mb16": ({}, {"max_batch": 16}),
+    "bf16": ({}, {"precision": "bf16"}),
+    "ls": ({}, {"loss": "log_softmax"}),
+    "ls-bf16": ({}, {"loss": "log_softmax", "precision": "bf16"}),
+    "nopad-native": ({"nopad": True, "nchw": True, "mkldnn": False}, {}),
+    "extra0": ({}, {"extra_iters": 0}),
 }
+
+
+def _layout(model: Classifier, nchw: bool) -> Classifier:
+    return model.to(memory_format=torch.contiguous_format) if nchw else model
 
 
 def variant_runner(
     name: str, device: torch.device, images: torch.Tensor, target: int = TARGET_CLASS, **fool_kw
 ):
-    """A zero-argument callable running ``fool`` as variant ``name`` (on its own channels_last model
-    copy where the variant needs one, so nothing leaks into other models of the process)."""
-    patch, kw, cl = VARIANTS[name]
-    model = load_model(device)
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
+    """A zero-argument callable running ``fool`` as variant ``name`` (on its own model copy, in the
+    variant's memory layout, so nothing leaks into other models of the process)."""
+    patch, kw = VARIANTS[name]
+    model = _layout(load_model(device), patch.get("nchw", False))
 
     def go():
         with patched(**patch):
@@ -109,7 +109,7 @@ def variant_runner(
 
 def batch_independent(model, images, mkldnn: bool) -> bool:
     """Is a lone image's forward+backward (unpadded) bitwise what it gets inside a batch of 3?"""
-    with patched(nopad=True, mkldnn=mkldnn):
+    with patched(nopad=True, nchw=not mkldnn, mkldnn=mkldnn):
         outs = []
         for x in (images[:1], images[:3]):
             xa = x.clone().requires_grad_(True)
@@ -121,18 +121,18 @@ def batch_independent(model, images, mkldnn: bool) -> bool:
 
 def pass_table(device, images, repeat: int) -> Table:
     """Best forward+backward time per batch size (through the Classifier, padded as it pads): NCHW
-    vs channels_last, and unpadded native convolution; round-robin."""
+    vs channels_last (the default), and unpadded native convolution; round-robin."""
     from bench.bench_fool import best_times, pass_fn
 
-    base = load_model(device)
-    cl = load_model(device).to(memory_format=torch.channels_last)
+    cl = load_model(device)
+    base = _layout(load_model(device), nchw=True)
     sizes = (1, 2, 4, 8, 16)
     fns = {}
     for b in sizes:
         for tag, model, patch in (
-            ("nchw", base, {}),
-            ("cl", cl, {"channels_last": True}),
-            ("native", base, {"nopad": True, "mkldnn": False}),
+            ("nchw", base, {"nchw": True}),
+            ("cl", cl, {}),
+            ("native", base, {"nopad": True, "nchw": True, "mkldnn": False}),
         ):
             fn = pass_fn(model, images, b, TARGET_CLASS, device)
 
@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> Report:
         if args.quiet_wait > 0:
             wait_for_quiet(max_wait=args.quiet_wait)
         report.tables.append(pass_table(device, images, args.pass_repeat))
-        model = load_model(device)
         for mk in (True, False):
+            model = _layout(load_model(device), nchw=not mk)
             ok = batch_independent(model, images, mk)
             report.notes.append(
                 f"oneDNN {'on' if mk else 'off'}: an unpadded lone image gets bitwise its in-batch logits "

@@ -5,11 +5,14 @@ Run by bench_fool.py in a subprocess whose PYTHONPATH holds ``$ASCENT_PEERS`` (d
 torchattacks pins requests~=2.25, which would break moto in the project venv). Writes JSON (--json).
 
 Equivalent settings:
-- torchattacks works on [0, 1] images with the normalisation inside the model (our Classifier is such
-  a model) and steps ``x ← x + α g_x/‖g_x‖``. Our kernel (and the notebook) step in normalised space,
+- torchattacks works on [0, 1] images with the normalisation inside the model and steps
+  ``x ← x + α g_x/‖g_x‖``. Our kernel (and the notebook) step in normalised space,
   ``n ← n + lr g_n/‖g_n‖`` with n = (x − mean)/std, i.e. ``Δx = std·Δn``: a pixel-space step of L2
   length ``lr·‖std·ĝ_n‖`` ∈ lr·[0.224, 0.229]. So α = lr·√(mean std²) = 0.2260·lr (equal to ±1.3 %);
   the directions differ by the per-channel 1/std² weighting (≤ 4.6 % between channels).
+- The peer attacks the network as its users hold it: torchvision's SqueezeNet 1.1 with the same
+  weights behind a normalising wrapper, NCHW, no padding (not our Classifier, whose channels_last
+  layout is one of our optimisations).
 - eps = 1e6 (L2 in [0, 1] pixel units): never binds (a whole 224² image has L2 ≤ 388).
 - random_start=False (we start from the image itself, as the reference does).
 - Its objective is −CE(target) (PGD's targeted loss), ours the raw target logit; both stop-free in
@@ -77,6 +80,19 @@ class Recorder(nn.Module):
         return logits
 
 
+class Normalized(nn.Module):
+    """A plain network behind ImageNet normalisation: [0, 1] images in, logits out."""
+
+    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", mean.detach().clone())
+        self.register_buffer("std", std.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
 def chunks(n: int, batch: int | None):
     size = batch or n
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
@@ -114,13 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     eps = 1e6
     parts = chunks(n, args.batch)
 
+    from bench.bench_fool import raw_network
+
+    peer_model = Normalized(raw_network(device), model.mean, model.std).eval()
+
     def make(net: nn.Module, steps: int):
         atk = torchattacks.PGDL2(net, eps=eps, alpha=alpha, steps=steps, random_start=False)
         atk.set_mode_targeted_by_function(lambda inputs, labels: torch.full_like(labels, target), quiet=True)
         return atk
 
     def peer(steps: int) -> torch.Tensor:
-        atk = make(model, steps)
+        atk = make(peer_model, steps)
         return torch.cat([atk(images[p], labels[p]) for p in parts])
 
     from bench.fool_variants import variant_runner
@@ -147,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = set(range(0, budget + 1, 5))
         # eval(): torchattacks "restores" the wrapper's training flag after the attack, and a fresh
         # module is in training mode, which would switch SqueezeNet's dropout on for everything after
-        rec = Recorder(model, grid).eval()
+        rec = Recorder(peer_model, grid).eval()
         floats: list[list[torch.Tensor]] = []
         qs: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         finals = []
@@ -155,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             rec.reset()
             adv = make(rec, budget)(start[p], labels[p])
             with torch.no_grad():  # the image after the last step
-                rec.float_preds.append(model(adv).argmax(1))
-                rec.q_preds[budget] = (model(trunc8(adv)).argmax(1), model(round8(adv)).argmax(1))
+                rec.float_preds.append(peer_model(adv).argmax(1))
+                rec.q_preds[budget] = (peer_model(trunc8(adv)).argmax(1), peer_model(round8(adv)).argmax(1))
             floats.append(rec.float_preds)
             for k, v in rec.q_preds.items():
                 qs.setdefault(k, []).append(v)
@@ -168,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = min(args.steps_max, args.max_iters)
     log(f"searching the step budget (≤ {budget} steps, one recorded run) ...")
     per_step, q, adv_end = search(budget, images)
-    assert not model.training, "the search left the model in training mode (dropout on)"
+    assert not peer_model.training, "the search left the model in training mode (dropout on)"
     counts = [int((p == target).sum()) for p in per_step]
     offset, notes = 0, []
     if max(counts) < goal and args.steps_max > budget:
@@ -220,9 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         steps, reached = budget_for(ours_fooled[name])
         with torch.no_grad():
             adv = best_peer[steps].out
-            pf = torch.cat([model(adv[p]).argmax(1) for p in chunks(n, auto)]) == target
-            pt = torch.cat([model(trunc8(adv[p])).argmax(1) for p in chunks(n, auto)]) == target
-            pr = torch.cat([model(round8(adv[p])).argmax(1) for p in chunks(n, auto)]) == target
+            pf = torch.cat([peer_model(adv[p]).argmax(1) for p in chunks(n, auto)]) == target
+            pt = torch.cat([peer_model(trunc8(adv[p])).argmax(1) for p in chunks(n, auto)]) == target
+            pr = torch.cat([peer_model(round8(adv[p])).argmax(1) for p in chunks(n, auto)]) == target
         if int(pf.sum()) != counts[steps]:
             notes.append(
                 f"torchattacks timed run fooled {int(pf.sum())}, the recorded search said {counts[steps]} at "

@@ -1,11 +1,12 @@
 """Candidate kernel changes for ``style_transfer``, patched in this process only (shared/ untouched):
 time per iteration at 192 px (batch 8 and batch 1), interleaved, best of ``--trials``.
 
-- ``current``: as it is.
-- ``cl``: channels_last model and inputs (see fool_variants.py): NCHW max-pooling is the slow part.
-- ``gram``: the Gram matrix as an autograd Function whose backward is one bmm, ``(g + gᵀ) F``,
-  instead of autograd's two (F is used twice in ``F Fᵀ``) plus their sum.
-- ``cl-gram``: both.
+- ``current``: as it is (channels_last, the Gram matrix's one-bmm backward, float32).
+- ``nchw``: weights and inputs NCHW, the layout before channels_last became the default.
+- ``autograd-gram``: the Gram matrix as a plain ``F @ Fᵀ``, whose backward autograd runs as two bmm
+  (F is used twice) plus their sum: the loss before the one-bmm backward became the default.
+- ``before``: both (the kernel as it was before either change).
+- ``bf16``: ``precision="bf16"`` (the feature stack under bf16 autocast; Gram and losses float32).
 """
 
 from __future__ import annotations
@@ -41,36 +42,32 @@ from bench.common import (
 from bench.fool_variants import patched
 
 
-class _SymmetricGram(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, flat):
-        ctx.save_for_backward(flat)
-        return flat @ flat.transpose(1, 2)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (flat,) = ctx.saved_tensors
-        return (grad + grad.transpose(1, 2)) @ flat
-
-
-def symmetric_gram_matrix(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-    """shared.losses.gram_matrix with a one-bmm backward."""
+def _autograd_gram_matrix(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+    """shared.losses.gram_matrix as it was: autograd differentiates ``F @ Fᵀ`` (two bmm)."""
     n, c, h, w = features.shape
-    gram = _SymmetricGram.apply(features.reshape(n, c, h * w))
+    flat = features.reshape(n, c, h * w)
+    gram = flat @ flat.transpose(1, 2)
     return gram / (h * w * c) if normalize else gram
 
 
 @contextmanager
-def gram_patch():
+def autograd_gram_patch():
     saved = L.gram_matrix
-    L.gram_matrix = symmetric_gram_matrix
+    L.gram_matrix = _autograd_gram_matrix
     try:
         yield
     finally:
         L.gram_matrix = saved
 
 
-VARIANTS = {"current": (False, False), "cl": (True, False), "gram": (False, True), "cl-gram": (True, True)}
+# name: (NCHW?, autograd Gram?, precision)
+VARIANTS = {
+    "current": (False, False, "fp32"),
+    "nchw": (True, False, "fp32"),
+    "autograd-gram": (False, True, "fp32"),
+    "before": (True, True, "fp32"),
+    "bf16": (False, False, "bf16"),
+}
 
 
 def main(argv: list[str] | None = None) -> Report:
@@ -84,8 +81,8 @@ def main(argv: list[str] | None = None) -> Report:
     from shared.kernels import style_transfer
 
     device = pick_device(args.device)
-    base = load_model(device)
-    cl = load_model(device).to(memory_format=torch.channels_last)
+    cl = load_model(device)
+    nchw = load_model(device).to(memory_format=torch.contiguous_format)
     style = load_style_image("composition_vii.jpg", STYLE_SIZE).to(device)
     val, _ = load_val25(device)
     content = F.interpolate(val[: args.n], size=(args.size,) * 2, mode="bilinear", align_corners=False)
@@ -106,8 +103,8 @@ def main(argv: list[str] | None = None) -> Report:
         return best
 
     def per_iter(name: str, batch: torch.Tensor) -> tuple[float, torch.Tensor]:
-        use_cl, use_gram = VARIANTS[name]
-        model = cl if use_cl else base
+        use_nchw, use_autograd_gram, precision = VARIANTS[name]
+        model = nchw if use_nchw else cl
         stamps: list[float] = []
 
         def hook(module, inputs):
@@ -116,12 +113,20 @@ def main(argv: list[str] | None = None) -> Report:
 
         handle = model.stack[0].register_forward_pre_hook(hook)
         with ExitStack() as stack:
-            if use_cl:
-                stack.enter_context(patched(channels_last=True))
-            if use_gram:
-                stack.enter_context(gram_patch())
+            if use_nchw:
+                stack.enter_context(patched(nchw=True))
+            if use_autograd_gram:
+                stack.enter_context(autograd_gram_patch())
             try:
-                out = style_transfer(model, batch, style, iters=args.iters, decay_at=args.iters - 2, **PRESET)
+                out = style_transfer(
+                    model,
+                    batch,
+                    style,
+                    iters=args.iters,
+                    decay_at=args.iters - 2,
+                    precision=precision,
+                    **PRESET,
+                )
             finally:
                 handle.remove()
         return (stamps[-1] - stamps[0]) / (len(stamps) - 1), out.loss

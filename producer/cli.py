@@ -163,6 +163,7 @@ def _kind_options(kind: str) -> argparse.ArgumentParser:
             help="what to ascend: the target's raw score (the reference, default) or its log-probability "
             "(fewer steps: also pushes the other classes down)",
         )
+        _precision_flag(g)
     elif kind == "saliency":
         g.add_argument(
             "--loss", choices=("cross_entropy", "score"), help="what to differentiate (default cross_entropy)"
@@ -182,6 +183,7 @@ def _kind_options(kind: str) -> argparse.ArgumentParser:
         g.add_argument("--blur-every", type=int, help="blur every N steps, 0 = never (default 10)")
         g.add_argument("--blur-sigma", type=float, help="blur sigma (default 0.5)")
         g.add_argument("--seed", type=int, help="noise seed (default 0)")
+        _precision_flag(g)
     elif kind == "style":
         g.add_argument(
             "--content",
@@ -221,7 +223,17 @@ def _kind_options(kind: str) -> argparse.ArgumentParser:
         g.add_argument("--tv-weight", type=float, help="total-variation weight (default 5e-2)")
         g.add_argument("--init", choices=("content", "noise"), help="start image (default content)")
         g.add_argument("--seed", type=int, help="noise seed (default 0)")
+        _precision_flag(g)
     return p
+
+
+def _precision_flag(group: argparse._ArgumentGroup) -> None:
+    group.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        help="float32 (the reference, default) or bf16 autocast of the network while stepping: faster on "
+        "GPUs and on CPUs with AMX/AVX512-BF16 (docs/benchmarks.md); results differ slightly",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,6 +356,7 @@ def job_params(args: argparse.Namespace) -> tuple[dict[str, Any], int | None]:
         _set(params, "max_iters", args.max_iters)
         _set(params, "extra_iters", args.extra_iters)
         _set(params, "loss", args.loss)
+        _set(params, "precision", args.precision)
     elif kind == "saliency":
         _set(params, "loss", args.loss)
     elif kind == "classviz":
@@ -351,7 +364,7 @@ def job_params(args: argparse.Namespace) -> tuple[dict[str, Any], int | None]:
         if not names:
             raise InvalidSpec("params.classes", "no classes given")
         params["classes"] = [_resolve(c, "params.classes") for c in names]
-        for name in ("iters", "lr", "l2_reg", "jitter", "blur_every", "blur_sigma", "seed"):
+        for name in ("iters", "lr", "l2_reg", "jitter", "blur_every", "blur_sigma", "seed", "precision"):
             _set(params, name, getattr(args, name))
     elif kind == "style":
         if args.preset:
@@ -374,6 +387,7 @@ def job_params(args: argparse.Namespace) -> tuple[dict[str, Any], int | None]:
             "tv_weight",
             "init",
             "seed",
+            "precision",
         ):
             _set(params, name, getattr(args, name))
     return params, size

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from shared.errors import InvalidInput
 from shared.losses import content_loss, gram_matrix, style_loss, tv_loss
-from shared.models import Classifier
+from shared.models import PRECISIONS, Classifier, autocast
 
 # (t, x_active, rows) -> (per-sample objective to *maximise*, shape A; anything the stop rule needs)
 Objective = Callable[[int, Tensor, Tensor], tuple[Tensor, Any]]
@@ -174,6 +174,11 @@ def _num_classes(model: Classifier) -> int:
     return len(model.class_names)
 
 
+def _check_precision(precision: Any) -> None:
+    if precision not in PRECISIONS:
+        raise InvalidInput(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 def _model_device(model: Classifier) -> torch.device:
     return model.mean.device
 
@@ -243,6 +248,7 @@ def fool(
     extra_iters: int = 2,
     max_batch: int | None = None,
     loss: str = "score",
+    precision: str = "fp32",
 ) -> FoolResult:
     """Adversarial images: normalised-gradient ascent on the target class score until the model
     predicts it, then ``extra_iters`` more steps (REFERENCE.md §1; lr 1 in normalised space).
@@ -255,6 +261,8 @@ def fool(
 
     ``loss="score"`` ascends the raw target logit (the reference); ``"log_softmax"`` ascends the
     target's log-probability, which also pushes the other classes down and fools in fewer steps.
+    ``precision="bf16"`` runs the stepping forwards and backwards under bf16 autocast; the
+    predictions that decide success (before, the 8-bit check, after) stay in float32.
     """
     _check_images(images)
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
@@ -265,6 +273,7 @@ def fool(
         raise InvalidInput(f"extra_iters must be a non-negative integer, got {extra_iters!r}")
     if loss not in ("score", "log_softmax"):
         raise InvalidInput(f"loss must be 'score' or 'log_softmax', got {loss!r}")
+    _check_precision(precision)
     device = _model_device(model)
     max_batch = auto_max_batch(device, max_batch)
     x0 = quantize(images.to(device=device, dtype=torch.float32))
@@ -285,7 +294,9 @@ def fool(
         return pred != goal[rows] if untargeted else pred == goal[rows]
 
     def objective(t: int, xa: Tensor, rows: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        logits = model(xa)
+        with autocast(device, precision):
+            logits = model(xa)
+        logits = logits.float()
         scores = logits.log_softmax(1) if loss == "log_softmax" else logits
         score = scores.gather(1, goal[rows, None]).squeeze(1)
         return (-score if untargeted else score), (logits.detach().argmax(1), xa.detach())
@@ -374,11 +385,14 @@ def class_visualization(
     blur_sigma: float = 0.5,
     seed: int = 0,
     size: int = 224,
+    precision: str = "fp32",
 ) -> Tensor:
     """One image per class (N×3×size×size in [0, 1]) that maximises the raw class score minus
     ``l2_reg``·‖image‖² (normalised space), from seeded noise, with a random roll of up to ``jitter``
     pixels per step and a Gaussian blur every ``blur_every`` steps (CS231n; Simonyan et al. 2014).
-    All classes run in one batch; every image starts from the same seeded noise."""
+    All classes run in one batch; every image starts from the same seeded noise. ``precision``:
+    "fp32" or "bf16" (autocast of the network, as in ``fool``)."""
+    _check_precision(precision)
     device = _model_device(model)
     if isinstance(classes, int) and not isinstance(classes, bool):
         classes = [classes]
@@ -400,7 +414,9 @@ def class_visualization(
 
     def objective(t: int, xa: Tensor, rows: Tensor) -> tuple[Tensor, None]:
         ox, oy = shifts[t]
-        scores = model.forward_normalized(torch.roll(xa, shifts=(oy, ox), dims=(2, 3)))
+        with autocast(device, precision):
+            scores = model.forward_normalized(torch.roll(xa, shifts=(oy, ox), dims=(2, 3)))
+        scores = scores.float()
         score = scores.gather(1, class_ids[rows, None]).squeeze(1)
         return score - l2_reg * xa.pow(2).flatten(1).sum(1), None
 
@@ -469,15 +485,19 @@ def style_transfer(
     init: str = "content",
     seed: int = 0,
     style_blend: Sequence[float] | None = None,
+    precision: str = "fp32",
 ) -> StyleResult:
     """Repaint ``content`` (N×3×H×W in [0, 1]) in the style of ``style`` (1×3×h×w, or a list of
     style images blended by ``style_blend``), all N in one batched optimisation (Gatys et al. 2016).
 
     Adam on the normalised image, lr ``lr`` then ``decayed_lr`` from ``decay_at``, clamped to
     [−1.5, 1.5] until ``decay_at + 10`` (CS231n). ``init="noise"`` starts from seeded uniform noise;
-    content weight 0 = texture synthesis, style weights 0 = feature inversion.
+    content weight 0 = texture synthesis, style weights 0 = feature inversion. ``precision="bf16"``
+    runs the feature stack under bf16 autocast while stepping; Gram matrices, losses, targets and the
+    reported final losses are float32.
     """
     _check_images(content, "content")
+    _check_precision(precision)
     if init not in ("content", "noise"):
         raise InvalidInput(f"init must be 'content' or 'noise', got {init!r}")
     if len(style_layers) != len(style_weights):
@@ -501,14 +521,16 @@ def style_transfer(
         noise = torch.rand(1, *content_n.shape[1:], generator=generator).to(device)
         start = noise.expand_as(content_n)
 
-    def losses(xn: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        feats = model.features_normalized(xn, upto=upto)
+    def losses(xn: Tensor, rows: Tensor, precision: str = "fp32") -> tuple[Tensor, Tensor, Tensor]:
+        with autocast(device, precision):
+            feats = model.features_normalized(xn, upto=upto)
+        feats = [f.float() for f in feats]
         c = content_loss(content_weight, feats[content_layer], content_target[rows], reduction="none")
         s = style_loss(feats, style_layers, targets, style_weights, reduction="none")
         return c, s, tv_loss(xn, tv_weight, reduction="none")
 
     def objective(t: int, xa: Tensor, rows: Tensor) -> tuple[Tensor, None]:
-        c, s, tv = losses(xa, rows)
+        c, s, tv = losses(xa, rows, precision)
         return -(c + s + tv), None
 
     clamp_until = decay_at + 10

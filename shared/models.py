@@ -7,6 +7,7 @@ module of the feature stack in order (for SqueezeNet 1.1 ``features[0..12]``, th
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -46,18 +47,23 @@ class Classifier(nn.Module):
     def denormalize(self, inputs: Tensor) -> Tensor:
         return inputs * self.std + self.mean
 
-    def _pad_singleton(self, inputs: Tensor) -> Tensor:
-        # oneDNN takes another code path for a batch of one on the CPU, so an image would get
-        # (slightly) different logits alone than in a batch; with a batch of two or more the result
-        # of each image is bitwise the same whatever the batch (tests/test_kernels.py). Padding a
-        # lone image with a detached copy of itself makes batched and one-at-a-time runs agree.
+    def _prepare(self, inputs: Tensor) -> Tensor:
+        """Inputs as the stack wants them: channels_last, and a lone image padded to two on the CPU.
+
+        channels_last: oneDNN's NCHW max-pooling is ~16x slower than NHWC on the CPU, and cuDNN's
+        tensor-core convolutions want NHWC (bench/RESULTS.md: 1.4-1.9x per forward+backward here).
+        Padding: oneDNN takes another code path for a batch of one on the CPU, so an image would get
+        (slightly) different logits alone than in a batch; with a batch of two or more the result
+        of each image is bitwise the same whatever the batch (tests/test_kernels.py). Padding a
+        lone image with a detached copy of itself makes batched and one-at-a-time runs agree.
+        """
         if inputs.shape[0] == 1 and inputs.device.type == "cpu":
-            return torch.cat([inputs, inputs.detach()])
-        return inputs
+            inputs = torch.cat([inputs, inputs.detach()])
+        return inputs.contiguous(memory_format=torch.channels_last)
 
     def forward_normalized(self, inputs: Tensor) -> Tensor:
         n = inputs.shape[0]
-        return self.head(self.stack(self._pad_singleton(inputs)))[:n]
+        return self.head(self.stack(self._prepare(inputs)))[:n]
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits N×1000 for images N×3×H×W in [0, 1]."""
@@ -70,7 +76,7 @@ class Classifier(nn.Module):
             raise ValueError(f"feature layer {upto} out of range 0..{len(self.stack) - 1} for {self.name}")
         outputs = []
         n = inputs.shape[0]
-        x = self._pad_singleton(inputs)
+        x = self._prepare(inputs)
         for index, module in enumerate(self.stack):
             x = module(x)
             outputs.append(x[:n])
@@ -129,6 +135,20 @@ _SPLITS: dict[str, Callable[[Any], tuple[nn.Sequential, nn.Module]]] = {
     "tiny": _split_squeezenet,
 }
 assert set(_SPLITS) == set(MODEL_NAMES)
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The context a network forward runs in: float32 (``"fp32"``, the reference), or bfloat16
+    autocast (``"bf16"``: convolutions and matmuls in bf16, their gradients too; worth it on GPUs
+    and on CPUs with AMX/AVX512-BF16, slow elsewhere). Callers cast the outputs back to float32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 def default_device() -> torch.device:
@@ -198,4 +218,5 @@ def load_classifier(
     model = Classifier(name, stack, head)
     model.eval()
     model.requires_grad_(False)
-    return model.to(torch.device(device) if device is not None else default_device())
+    model = model.to(torch.device(device) if device is not None else default_device())
+    return model.to(memory_format=torch.channels_last)  # see Classifier._prepare

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from producer.cli import build_parser, main
+from producer.cli import build_parser, job_params, main
+from shared.errors import InvalidSpec
 from shared.records import item_done, item_failed, shard_record
 from shared.spec import Item, JobSpec
 from shared.store import MemoryStore, run_key
@@ -61,6 +62,7 @@ def exit_code(argv: list[str]) -> int:
         (["run", "style", "--content", "x"], "the following arguments are required: --style"),
         (["run", "style", "--content", "x", "--style", "y", "--preset", "monet"], "invalid choice: 'monet'"),
         (["run", "classviz"], "the following arguments are required: --classes"),
+        (["run", "fool", "--images", "x", "--target", "6", "--precision", "fp16"], "invalid choice: 'fp16'"),
         (
             ["submit", "fool", "--images", "x", "--target", "6", "--workers", "2"],
             "unrecognized arguments: --workers",
@@ -101,6 +103,23 @@ def test_every_run_job_takes_the_common_options():
             "redis://h:1/0",
             64,
         )
+
+
+def test_precision_flag_reaches_the_spec_of_each_stepping_job(image):
+    parser = build_parser()
+    for job, required in (
+        ("fool", ["--images", "x", "--target", "6"]),
+        ("classviz", ["--classes", "1"]),
+        ("style", ["--content", "x", "--style", str(image)]),
+    ):
+        args = parser.parse_args(["run", job, *required, "--precision", "bf16"])
+        assert job_params(args)[0]["precision"] == "bf16"
+        assert "precision" not in job_params(parser.parse_args(["run", job, *required]))[0]  # spec default
+    spec = JobSpec(kind="fool", run_id="r", store="file:///s", params={"target": 6}, inputs=("/i.png",))
+    assert spec.validate().params["precision"] == "fp32"
+    with pytest.raises(InvalidSpec) as err:
+        JobSpec(**{**spec.to_dict(), "params": {"target": 6, "precision": "fp16"}}).validate()
+    assert err.value.field == "params.precision"
 
 
 def test_a_class_name_is_accepted_for_the_target(tmp_path, image, capsys):

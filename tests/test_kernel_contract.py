@@ -131,7 +131,39 @@ def test_class_ids_out_of_range_and_length_mismatch_are_named(tiny):
         class_visualization(tiny, [5000])
 
 
+@pytest.mark.parametrize("name", ["fool", "classviz", "style"])
+def test_bf16_precision_runs_each_stepping_job_and_stays_close_to_fp32(name, tiny):
+    batch = images()
+    if name == "fool":
+        fp32 = fool(tiny, batch, [7, 7, 7], max_iters=10)
+        bf16 = fool(tiny, batch, [7, 7, 7], max_iters=10, precision="bf16")
+        assert bf16.images.dtype == torch.float32
+        assert torch.equal(bf16.images, torch.round(bf16.images * 255) / 255)
+        with torch.no_grad():  # the success check is float32 on the 8-bit image
+            assert torch.equal(tiny(bf16.images).argmax(1), bf16.pred_after)
+        assert torch.equal(bf16.pred_before, fp32.pred_before)
+        return
+    if name == "classviz":
+        fp32 = class_visualization(tiny, [0, 1], iters=3, size=32, seed=1)
+        bf16 = class_visualization(tiny, [0, 1], iters=3, size=32, seed=1, precision="bf16")
+    else:
+        style = images(1, 40, seed=9)
+        fp32 = style_transfer(tiny, batch, style, iters=4, decay_at=2, seed=1).images
+        result = style_transfer(tiny, batch, style, iters=4, decay_at=2, seed=1, precision="bf16")
+        assert result.loss.dtype == torch.float32 and torch.isfinite(result.loss).all()
+        bf16 = result.images
+    assert bf16.dtype == torch.float32 and bf16.shape == fp32.shape
+    assert not torch.equal(bf16, fp32)  # it did run in another precision ...
+    assert float((bf16 - fp32).abs().mean()) < 0.05  # ... and lands close to the float32 result
+
+
 def test_bad_parameters_are_named(tiny):
+    with pytest.raises(InvalidInput, match="precision"):
+        fool(tiny, images(1), 3, precision="fp16")
+    with pytest.raises(InvalidInput, match="precision"):
+        style_transfer(tiny, images(1), images(1), precision="half")
+    with pytest.raises(InvalidInput, match="precision"):
+        class_visualization(tiny, [1], precision=None)
     with pytest.raises(InvalidInput, match="lr"):
         fool(tiny, images(1), 3, lr=0)
     with pytest.raises(InvalidInput, match="init"):

@@ -164,3 +164,12 @@ def test_fool_on_log_probabilities_fools_all_25_in_fewer_steps(squeezenet, val25
     assert int(r.iterations.max()) <= 20
     assert r.passes < fooled25.passes
     assert torch.equal(r.images, quantize(r.images))
+
+
+def test_fool_in_bf16_fools_as_many_and_its_saved_images_fool_in_float32(squeezenet, val25, fooled25):
+    r = fool(squeezenet, val25[0][:10], STINGRAY, precision="bf16")
+    assert int(r.fooled.sum()) == int(fooled25.fooled[:10].sum())
+    assert torch.equal(r.images, quantize(r.images))
+    with torch.no_grad():  # what a user reloads and classifies in float32 is what was reported
+        assert torch.equal(squeezenet(r.images).argmax(1), r.pred_after)
+    assert (r.pred_after[r.fooled] == STINGRAY).all()

@@ -106,6 +106,20 @@ def test_content_loss_matches_cs231n_check(checks):
     assert rel_error(content_loss(6e-2, current, original).item(), answers["cl_out"]) < 1e-2
 
 
+def test_gram_matrix_gradient_equals_autograd_of_the_plain_product(rng):
+    """The hand-written backward (one bmm) is the exact gradient of F Fᵀ, also for channels_last input."""
+    f = torch.from_numpy(rng.normal(size=(2, 3, 4, 5))).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: gram_matrix(t), (f,))
+    upstream = torch.from_numpy(rng.normal(size=(2, 3, 3)))
+    (ours,) = torch.autograd.grad((gram_matrix(f) * upstream).sum(), f)
+    flat = f.reshape(2, 3, 20)
+    (plain,) = torch.autograd.grad(((flat @ flat.transpose(1, 2)) / 60 * upstream).sum(), f)
+    assert torch.allclose(ours, plain, rtol=1e-12, atol=1e-12)
+    nhwc = f.detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    (got,) = torch.autograd.grad((gram_matrix(nhwc) * upstream).sum(), nhwc)
+    assert torch.allclose(got, plain, rtol=1e-12, atol=1e-12)
+
+
 def test_gram_matrix_matches_cs231n_check(checks):
     model, preprocess, answers = checks
     with torch.no_grad():

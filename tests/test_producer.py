@@ -188,7 +188,7 @@ def test_submit_records_spec_and_manifest_then_enqueues_one_json_task_per_shard(
 
 
 def _fool_defaults() -> dict:
-    return {"lr": 1.0, "max_iters": 100, "extra_iters": 2, "loss": "score"}
+    return {"lr": 1.0, "max_iters": 100, "extra_iters": 2, "loss": "score", "precision": "fp32"}
 
 
 @pytest.mark.parametrize(

@@ -226,6 +226,7 @@ def run_fool(ctx: Context, items: Sequence[Item]) -> list[dict[str, Any]]:
             max_iters=p["max_iters"],
             extra_iters=p["extra_iters"],
             loss=p["loss"],
+            precision=p["precision"],
         )
         metrics = [
             {
@@ -289,6 +290,7 @@ def run_classviz(ctx: Context, items: Sequence[Item]) -> list[dict[str, Any]]:
             blur_sigma=p["blur_sigma"],
             seed=p["seed"],
             size=ctx.spec.size,
+            precision=p["precision"],
         )
         outputs = to_uint8(images)
         # Score what the PNG holds, not the float image.
@@ -347,6 +349,7 @@ def run_style(ctx: Context, items: Sequence[Item]) -> list[dict[str, Any]]:
             decay_at=p["decay_at"],
             init=p["init"],
             seed=p["seed"],
+            precision=p["precision"],
             style_blend=p["style_blend"],
         )
         metrics = [
