@@ -330,6 +330,7 @@ class CliRun:
     wait: float  # enqueued -> every item recorded and the cluster stopped
     collect: float  # stopped -> summary printed, process exited
     worker_seconds: float  # sum of the shards' handler time (records)
+    worker_peak_mb: dict[str, float]  # the worker's peak memory (records: peak_rss_mb, gpu_peak_mb)
     iterations: list[int]
     store: Path
     run_id: str
@@ -357,6 +358,11 @@ def cli_run(npz: Path, n: int, shard_size: int, tmp: Path, tag: str, threads: in
         wait=stopped - submitted,
         collect=run.wall - stopped,
         worker_seconds=sum(r["seconds"] for r in records),
+        worker_peak_mb={
+            key: max(float(r[key]) for r in records if key in r)
+            for key in ("peak_rss_mb", "gpu_peak_mb")
+            if any(key in r for r in records)
+        },
         iterations=[int(i["iterations"]) for i in items],
         store=store,
         run_id=f"bench-{tag}",
@@ -784,6 +790,17 @@ def main(argv: list[str] | None = None) -> int:
     report.metric(
         "peak memory (this process)", ", ".join(f"{k} {fmt(v)}" for k, v in peak_memory(device).items())
     )
+    for (n, shard_size), runs_ in sorted(cli.items()):
+        if n != big:
+            continue
+        fastest = min(runs_, key=lambda r: r.wall)
+        peak = fastest.worker_peak_mb
+        report.metric(
+            f"worker peak memory and throughput (ascent run, {n} images, shard size {shard_size})",
+            ", ".join(f"{k.removesuffix('_mb').replace('_', ' ')} {v:,.0f} MiB" for k, v in peak.items())
+            + f"; {n / fastest.worker_seconds:.2f} images/s in the worker, {n / fastest.wall:.2f} images/s "
+            "end to end",
+        )
 
     report.tables.append(
         Table(

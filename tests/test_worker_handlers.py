@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import torch
 from PIL import Image
@@ -91,6 +92,9 @@ def test_a_fool_shard_writes_inputs_and_outputs_then_the_record_last(store, sett
     assert store.puts[-1] == run_key("run-1", "records", "shard-00000.json")
     assert store.get_json(store.puts[-1]) == record
     assert record["worker"] == "w@h" and record["device"] == "cpu" and record["seconds"] >= 0
+    # the process's peak memory so far, for sizing workers (the process that ran the shard is this one)
+    assert record["peak_rss_mb"] >= psutil.Process().memory_info().rss / 2**20 - 1
+    assert "gpu_peak_mb" not in record
     items = by_id(record)
     for item_id in ("000000", "000002"):
         item = items[item_id]

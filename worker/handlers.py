@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -478,7 +480,17 @@ def _record_info(
     merged.update({k: v for k, v in (info or {}).items() if v is not None})
     merged["device"] = str(device) if device is not None else None
     merged["seconds"] = round(time.perf_counter() - started, 3)
+    merged.update(peak_memory_mb(device))
     return merged
+
+
+def peak_memory_mb(device: torch.device | str | None) -> dict[str, float]:
+    """This process's peak memory so far, in MiB: host RSS, and on CUDA the caching allocator's peak."""
+    rss_units = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * rss_units / 2**20, 1)}
+    if device is not None and torch.device(device).type == "cuda":
+        peak["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**20, 1)
+    return peak
 
 
 def run_shard(
