@@ -162,10 +162,13 @@ def resize_center_crop(arr: np.ndarray, size: int) -> np.ndarray:
 
 
 def encode_png(arr: np.ndarray) -> bytes:
-    """Lossless, deterministic PNG bytes of an H×W×3 (RGB) or H×W (grayscale) uint8 array."""
+    """Lossless, deterministic PNG bytes of an H×W×3 (RGB) or H×W (grayscale) uint8 array.
+
+    zlib level 1: 2.5× faster than level 6 for 8 % larger files on 224 px photos (bench/RESULTS.md);
+    a worker encodes two PNGs per image, which costs more than the kernel does per image on a GPU."""
     _check_image_array(arr, "encode_png", allow_gray=True)
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buffer, format="PNG", compress_level=6)
+    Image.fromarray(np.ascontiguousarray(arr)).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

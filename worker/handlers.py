@@ -43,6 +43,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CLASS_PREFIX = "class:"
+PNG_THREADS = 4  # encoders and store writes in flight per shard (Context.record_outputs)
 
 
 # ----------------------------------------------------------------------------- models and devices
@@ -154,8 +156,8 @@ class Context:
     def output(self, item: Item, image: np.ndarray) -> str:
         return self.put_png(self.key("outputs", f"{item.item_id}.png"), image)
 
-    def save_input(self, item: Item, image: np.ndarray) -> None:
-        self.put_png(self.key("inputs", f"{item.item_id}.png"), image)
+    def save_input(self, item: Item, image: np.ndarray) -> str:
+        return self.put_png(self.key("inputs", f"{item.item_id}.png"), image)
 
     def record_outputs(
         self,
@@ -164,10 +166,17 @@ class Context:
         metrics: Sequence[dict[str, Any]],
         records: dict[str, dict[str, Any]],
     ) -> None:
-        """Store each item's preprocessed input and output PNG, and its done record in ``records``."""
-        for x, image, item_metrics in zip(loaded, outputs, metrics, strict=True):
-            self.save_input(x.item, x.image)
-            records[x.item.item_id] = item_done(x.item, self.output(x.item, image), **item_metrics)
+        """Store each item's preprocessed input and output PNG, and its done record in ``records``.
+
+        The PNGs are encoded and written by a few threads (zlib and the store's I/O release the GIL):
+        per image this is more work than the kernel's on a GPU, and S3 puts are network round-trips."""
+        jobs = [(self.save_input, x.item, x.image) for x in loaded]
+        jobs += [(self.output, x.item, image) for x, image in zip(loaded, outputs, strict=True)]
+        with ThreadPoolExecutor(max_workers=max(1, min(PNG_THREADS, len(jobs)))) as pool:
+            futures = [pool.submit(write, item, image) for write, item, image in jobs]
+            uris = [future.result() for future in futures]  # re-raises the first error, in order
+        for x, uri, item_metrics in zip(loaded, uris[len(loaded) :], metrics, strict=True):
+            records[x.item.item_id] = item_done(x.item, uri, **item_metrics)
 
 
 @dataclass(frozen=True)
