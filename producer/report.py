@@ -12,6 +12,7 @@ import html
 import io
 import json
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from shared.store import Store, run_key
 
 THUMB_PX = 128
 MAX_GRID = 200
+TILE_THREADS = 4
 LOSS_FIELDS = ("content_loss", "style_loss", "tv_loss", "loss")
 
 CSS = """
@@ -118,7 +120,7 @@ def thumbnail(data: bytes | None, size: int = THUMB_PX) -> tuple[str, int, int] 
     image = image.convert("L" if image.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
     image.thumbnail((size, size))
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
+    image.save(buf, format="PNG", compress_level=1)
     return (
         "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"),
         image.width,
@@ -136,7 +138,7 @@ def perturbation_png(original: bytes, adversarial: bytes) -> tuple[bytes, int] |
     peak = int(diff.max())
     scaled = np.rint(diff * (255.0 / peak)).astype(np.uint8) if peak else diff.astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(scaled, "RGB").save(buf, format="PNG")
+    Image.fromarray(scaled, "RGB").save(buf, format="PNG", compress_level=1)
     return buf.getvalue(), peak
 
 
@@ -389,17 +391,19 @@ def _grid(
     shown = done[:max_grid]
     kind = spec.get("kind")
     css = ""
-    if kind == "style":
-        css, style_cells = _style_images(store, run_id)
-        tiles = [_style_tile(store, run_id, i, style_cells) for i in shown]
-    elif kind == "fool":
-        tiles = [_fool_tile(store, run_id, i) for i in shown]
-    elif kind == "saliency":
-        tiles = [_saliency_tile(store, run_id, i) for i in shown]
-    elif kind == "classviz":
-        tiles = [_classviz_tile(store, run_id, i) for i in shown]
-    else:
-        tiles = []
+    # Tiles are independent store reads and PNG decodes/encodes (which release the GIL): a few threads.
+    with ThreadPoolExecutor(max_workers=TILE_THREADS) as pool:
+        if kind == "style":
+            css, style_cells = _style_images(store, run_id)
+            tiles = list(pool.map(lambda i: _style_tile(store, run_id, i, style_cells), shown))
+        elif kind == "fool":
+            tiles = list(pool.map(lambda i: _fool_tile(store, run_id, i), shown))
+        elif kind == "saliency":
+            tiles = list(pool.map(lambda i: _saliency_tile(store, run_id, i), shown))
+        elif kind == "classviz":
+            tiles = list(pool.map(lambda i: _classviz_tile(store, run_id, i), shown))
+        else:
+            tiles = []
     if not done:
         note = "No finished images yet."
     elif len(done) > len(shown):
