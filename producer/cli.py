@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from producer.inputs import check_local_files, class_items, enumerate_inputs, input_uris, local_path
 from producer.submit import plan_run, run_exists
-from shared.catalog import MODEL_NAMES, resolve_class
+from shared.catalog import MODEL_NAMES, PRECISIONS, resolve_class
 from shared.errors import AscentError, InvalidInput, InvalidSpec, StoreError
 from shared.spec import JOB_KINDS, STYLE_PRESETS, Item, JobSpec
 from worker import DEFAULT_QUEUE
@@ -230,7 +230,7 @@ def _kind_options(kind: str) -> argparse.ArgumentParser:
 def _precision_flag(group: argparse._ArgumentGroup) -> None:
     group.add_argument(
         "--precision",
-        choices=("fp32", "bf16"),
+        choices=PRECISIONS,
         help="float32 (the reference, default) or bf16 autocast of the network while stepping: faster on "
         "GPUs and on CPUs with AMX/AVX512-BF16 (docs/benchmarks.md); results differ slightly",
     )

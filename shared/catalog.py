@@ -20,6 +20,9 @@ MODEL_NAMES: tuple[str, ...] = (
     "tiny",
 )
 
+# Numeric precisions of the network while stepping (shared.models.autocast): float32 is the reference.
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
 NUM_CLASSES = 1000
 
 

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from shared.catalog import PRECISIONS
 from shared.errors import InvalidInput
 from shared.losses import content_loss, gram_matrix, style_loss, tv_loss
-from shared.models import PRECISIONS, Classifier, autocast
+from shared.models import Classifier, autocast
 
 # (t, x_active, rows) -> (per-sample objective to *maximise*, shape A; anything the stop rule needs)
 Objective = Callable[[int, Tensor, Tensor], tuple[Tensor, Any]]
@@ -521,8 +522,8 @@ def style_transfer(
         noise = torch.rand(1, *content_n.shape[1:], generator=generator).to(device)
         start = noise.expand_as(content_n)
 
-    def losses(xn: Tensor, rows: Tensor, precision: str = "fp32") -> tuple[Tensor, Tensor, Tensor]:
-        with autocast(device, precision):
+    def losses(xn: Tensor, rows: Tensor, network_precision: str = "fp32") -> tuple[Tensor, Tensor, Tensor]:
+        with autocast(device, network_precision):
             feats = model.features_normalized(xn, upto=upto)
         feats = [f.float() for f in feats]
         c = content_loss(content_weight, feats[content_layer], content_target[rows], reduction="none")

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from shared.catalog import MODEL_NAMES, class_names
+from shared.catalog import MODEL_NAMES, PRECISIONS, class_names
 from shared.errors import ModelNotFound
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,7 +51,7 @@ class Classifier(nn.Module):
         """Inputs as the stack wants them: channels_last, and a lone image padded to two on the CPU.
 
         channels_last: oneDNN's NCHW max-pooling is ~16x slower than NHWC on the CPU, and cuDNN's
-        tensor-core convolutions want NHWC (bench/RESULTS.md: 1.4-1.9x per forward+backward here).
+        tensor-core convolutions want NHWC (bench/RESULTS.md: 1.4-1.6x per forward+backward on the CPU).
         Padding: oneDNN takes another code path for a batch of one on the CPU, so an image would get
         (slightly) different logits alone than in a batch; with a batch of two or more the result
         of each image is bitwise the same whatever the batch (tests/test_kernels.py). Padding a
@@ -135,9 +135,6 @@ _SPLITS: dict[str, Callable[[Any], tuple[nn.Sequential, nn.Module]]] = {
     "tiny": _split_squeezenet,
 }
 assert set(_SPLITS) == set(MODEL_NAMES)
-
-
-PRECISIONS = ("fp32", "bf16")
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:

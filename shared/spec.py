@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from shared.catalog import MODEL_NAMES, NUM_CLASSES
+from shared.catalog import MODEL_NAMES, NUM_CLASSES, PRECISIONS
 from shared.errors import InvalidSpec
 
 SPEC_VERSION = 1
@@ -72,6 +72,8 @@ class Param:
 
 
 # The literal registry of job kinds and their parameters (defaults are REFERENCE.md's).
+PRECISION_PARAM = Param("fp32", _one_of(*PRECISIONS), "'fp32' (reference) or 'bf16' (autocast)")
+
 JOB_PARAMS: dict[str, dict[str, Param]] = {
     "fool": {
         "target": Param(None, _optional_class_id, "target class id 0..999, or null for untargeted"),
@@ -79,7 +81,7 @@ JOB_PARAMS: dict[str, dict[str, Param]] = {
         "max_iters": Param(100, _positive_int, "a positive integer"),
         "extra_iters": Param(2, _non_negative_int, "a non-negative integer"),
         "loss": Param("score", _one_of("score", "log_softmax"), "'score' (reference) or 'log_softmax'"),
-        "precision": Param("fp32", _one_of("fp32", "bf16"), "'fp32' (reference) or 'bf16' (autocast)"),
+        "precision": PRECISION_PARAM,
     },
     "saliency": {
         "loss": Param("cross_entropy", _one_of("cross_entropy", "score"), "'cross_entropy' or 'score'"),
@@ -93,7 +95,7 @@ JOB_PARAMS: dict[str, dict[str, Param]] = {
         "blur_every": Param(10, _non_negative_int, "a non-negative integer (0 = never)"),
         "blur_sigma": Param(0.5, _non_negative_number, "a non-negative number"),
         "seed": Param(0, _non_negative_int, "a non-negative integer"),
-        "precision": Param("fp32", _one_of("fp32", "bf16"), "'fp32' (reference) or 'bf16' (autocast)"),
+        "precision": PRECISION_PARAM,
     },
     "style": {
         "style": Param(None, _uri_list, "a non-empty list of style image URIs"),
@@ -110,7 +112,7 @@ JOB_PARAMS: dict[str, dict[str, Param]] = {
         "decay_at": Param(180, _non_negative_int, "an iteration index"),
         "init": Param("content", _one_of("content", "noise"), "'content' or 'noise'"),
         "seed": Param(0, _non_negative_int, "a non-negative integer"),
-        "precision": Param("fp32", _one_of("fp32", "bf16"), "'fp32' (reference) or 'bf16' (autocast)"),
+        "precision": PRECISION_PARAM,
     },
 }
 

@@ -172,9 +172,12 @@ class Context:
         per image this is more work than the kernel's on a GPU, and S3 puts are network round-trips."""
         jobs = [(self.save_input, x.item, x.image) for x in loaded]
         jobs += [(self.output, x.item, image) for x, image in zip(loaded, outputs, strict=True)]
-        with ThreadPoolExecutor(max_workers=max(1, min(PNG_THREADS, len(jobs)))) as pool:
-            futures = [pool.submit(write, item, image) for write, item, image in jobs]
-            uris = [future.result() for future in futures]  # re-raises the first error, in order
+        if len(jobs) <= 2:  # one image: starting threads would cost more than they save
+            uris = [write(item, image) for write, item, image in jobs]
+        else:
+            with ThreadPoolExecutor(max_workers=min(PNG_THREADS, len(jobs))) as pool:
+                futures = [pool.submit(write, item, image) for write, item, image in jobs]
+                uris = [future.result() for future in futures]  # re-raises the first error, in order
         for x, uri, item_metrics in zip(loaded, uris[len(loaded) :], metrics, strict=True):
             records[x.item.item_id] = item_done(x.item, uri, **item_metrics)
 
