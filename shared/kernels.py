@@ -59,33 +59,53 @@ def ascend(
     Each iteration t evaluates the objective on the samples still active, in chunks of at most
     ``max_batch`` (the CPU is fastest at small batches); with a stop rule, samples it marks done leave
     the batch before the step (so the batch shrinks), and the rule is checked once more after the last
-    step. Without one, exactly ``iters`` steps run on every sample.
+    step. Without one, exactly ``iters`` steps run on every sample. A chunk that runs out of GPU
+    memory is split in two and run again (stop rules must tolerate being asked twice for the same t),
+    and later iterations keep the smaller size: on a GPU the whole batch is tried first.
     """
     x = x0.detach().clone()
     rows = torch.arange(x.shape[0], device=x.device)
     passes = 0
+
+    def run_chunk(t: int, part: Tensor) -> Tensor | None:
+        """Objective, stop rule and step for the rows ``part``; returns the rows still active."""
+        xa = x[part].requires_grad_(True)
+        value, aux = objective(t, xa, part)
+        keep = None
+        if stop is not None:
+            keep = ~stop(t, aux, part)
+            if t == iters or not bool(keep.any()):
+                return None
+            value = value[keep]
+        grad = input_gradient(value, xa)
+        current = xa.detach()
+        if keep is not None and not bool(keep.all()):
+            grad, current, part = grad[keep], current[keep], part[keep]
+        with torch.no_grad():
+            new = step(t, current, grad, part)
+            x[part] = project(t, new) if project is not None else new
+        return part
+
     for t in range(iters + 1):
         if t == iters and stop is None:
             break
         kept = []
-        for part in _balanced_chunks(rows, max_batch):
-            xa = x[part].requires_grad_(True)
-            value, aux = objective(t, xa, part)
+        parts = list(_balanced_chunks(rows, max_batch))
+        while parts:
+            part = parts.pop(0)
+            try:
+                active = run_chunk(t, part)
+            except torch.cuda.OutOfMemoryError:
+                if part.numel() == 1:
+                    raise
+                torch.cuda.empty_cache()
+                halves = part.tensor_split(2)
+                parts[:0] = halves
+                max_batch = int(halves[0].numel())
+                continue
             passes += int(part.numel())
-            keep = None
-            if stop is not None:
-                keep = ~stop(t, aux, part)
-                if t == iters or not bool(keep.any()):
-                    continue
-                value = value[keep]
-            grad = input_gradient(value, xa)
-            current = xa.detach()
-            if keep is not None and not bool(keep.all()):
-                grad, current, part = grad[keep], current[keep], part[keep]
-            with torch.no_grad():
-                new = step(t, current, grad, part)
-                x[part] = project(t, new) if project is not None else new
-            kept.append(part)
+            if active is not None:
+                kept.append(active)
         if not kept:
             break
         rows = torch.cat(kept)

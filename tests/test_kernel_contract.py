@@ -7,7 +7,7 @@ import torch
 
 from shared.errors import InvalidInput
 from shared.kernels import JOBS, AdamStep, class_visualization, fool, saliency, style_transfer
-from shared.models import load_classifier
+from shared.models import Classifier, load_classifier
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,35 @@ def test_fool_shrinks_the_batch_as_images_finish(tiny):
     r = fool(tiny, batch, 7, max_iters=40, extra_iters=0)
     steps = r.iterations.clamp_min(0) + 1  # each image: its steps plus the pass that saw success
     assert r.passes == int(torch.where(r.iterations >= 0, steps, torch.full_like(steps, 41)).sum())
+
+
+class ScarceGpuMemory(Classifier):
+    """The tiny network on a "device" where at most ``fits`` images fit with their gradients: a real
+    network that raises what a CUDA device raises when a batch does not fit."""
+
+    fits = 3
+
+    def forward_normalized(self, inputs):
+        if torch.is_grad_enabled() and inputs.shape[0] > self.fits:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (at most {self.fits} images fit)")
+        return super().forward_normalized(inputs)
+
+
+def scarce(tiny, fits):
+    model = ScarceGpuMemory(tiny.name, tiny.stack, tiny.head).eval()
+    model.fits = fits
+    return model
+
+
+def test_a_batch_that_runs_out_of_gpu_memory_is_split_and_gives_the_same_result(tiny):
+    batch = images(8)
+    expected = fool(tiny, batch, [7] * 8, max_iters=10, max_batch=8)
+    got = fool(scarce(tiny, 3), batch, [7] * 8, max_iters=10, max_batch=8)
+    assert torch.equal(got.images, expected.images)
+    assert torch.equal(got.iterations, expected.iterations)
+    assert got.passes == expected.passes  # a chunk that failed is not counted
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # not even one image fits: the error surfaces
+        fool(scarce(tiny, 0), batch[:2], [7, 7], max_iters=3)
 
 
 def test_adam_step_matches_torch_adam():
