@@ -5,8 +5,7 @@ as its own process (``python -m bench.<name>``: clean memory figures, and torcha
 of its subprocess only), appends its section to bench/RESULTS.md (unless ``--no-record``) and hands
 its summary back through ``--json``.
 
-Hooks: the queue benchmarks ``bench/bench_queue.py`` and ``bench/bench_scaleout.py`` are run too
-when they exist. The contract for any ``bench/bench_<name>.py`` listed in ``BENCHMARKS``: runnable as
+The contract for any ``bench/bench_<name>.py`` listed in ``BENCHMARKS``: runnable as
 ``python -m bench.bench_<name>``, taking the flags of ``bench.common.base_parser`` (``--device``,
 ``--full``, ``--no-record``, ``--json PATH``) and ending with ``bench.common.finish(report, args)``.
 A script that does not use ``base_parser`` is passed only the flags its source mentions.
@@ -29,7 +28,7 @@ if __package__ in (None, ""):
 
 from bench.common import BENCH, REPO, Metric, metrics_table
 
-# In order; the queue ones are written later (see docs/benchmarks.md) and are skipped until they exist.
+# In order; a listed script that does not exist is skipped.
 BENCHMARKS = ("bench_fool", "bench_style", "bench_queue", "bench_scaleout")
 
 
