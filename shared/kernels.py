@@ -98,7 +98,6 @@ def ascend(
             except torch.cuda.OutOfMemoryError:
                 if part.numel() == 1:
                     raise
-                torch.cuda.empty_cache()
                 halves = part.tensor_split(2)
                 parts[:0] = halves
                 max_batch = int(halves[0].numel())
