@@ -48,7 +48,7 @@ CONFIGS: dict[str, dict[str, str]] = {
 def child() -> None:
     import torch
 
-    from shared.kernels import fool
+    from ascent.shared.kernels import fool
 
     device = torch.device("cpu")
     model = load_model(device)

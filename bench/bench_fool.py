@@ -99,7 +99,7 @@ def run_kernel(
 ) -> KernelRun:
     """One timed ``fool`` run with a hook counting the model calls (batch size, gradients on or not).
     On a shared CPU, re-run (≤ 4 times) while other processes took > 10 % of the CPU; keep the fastest."""
-    from shared.kernels import fool
+    from ascent.shared.kernels import fool
 
     best: KernelRun | None = None
     for _ in range(4 if quiet > 0 else 1):
@@ -280,7 +280,7 @@ def in_situ_split(model, images, target, max_batch, lr, max_iters, extra_iters, 
     their backwards (the passes), the no-gradient forwards (prediction, 8-bit checks) and the rest (the
     kernel's own bookkeeping: gathers, the step, the stop rule, chunking). The passes timed in situ vs
     the floor (best-of-k bursts) separates "passes run slower in a sustained run" from "overhead"."""
-    import shared.kernels as K
+    import ascent.shared.kernels as K
 
     spent: Counter = Counter()
     forward, gradient = model.forward_normalized, K.input_gradient
@@ -303,9 +303,7 @@ def in_situ_split(model, images, target, max_batch, lr, max_iters, extra_iters, 
     try:
         sync(device)
         t0 = time.perf_counter()
-        K.fool(
-            model, images, target, lr=lr, max_iters=max_iters, extra_iters=extra_iters, max_batch=max_batch
-        )
+        K.fool(model, images, target, lr=lr, max_iters=max_iters, extra_iters=extra_iters, max_batch=max_batch)
         sync(device)
         wall = time.perf_counter() - t0
     finally:
@@ -378,9 +376,7 @@ def parse_sweep(text: str) -> list[int | None]:
 
 def main(argv: list[str] | None = None) -> Report:
     parser = base_parser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--repeat", type=int, default=None, help="tile the 25 images K times (CPU 1, --full 40)"
-    )
+    parser.add_argument("--repeat", type=int, default=None, help="tile the 25 images K times (CPU 1, --full 40)")
     parser.add_argument("--trials", type=int, default=2, help="interleaved timed runs; best is kept")
     parser.add_argument("--lr", type=float, default=1.0)
     parser.add_argument("--max-iters", type=int, default=100)
@@ -411,7 +407,7 @@ def main(argv: list[str] | None = None) -> Report:
         args.peer_variants = "current,bf16,ls,ls-bf16"
     sweep = parse_sweep(args.sweep) if args.sweep else ([64, 256, None] if gpu else [4, 8, 16, None])
 
-    from shared.kernels import auto_max_batch
+    from ascent.shared.kernels import auto_max_batch
 
     model = load_model(device)
     images, _ = load_val25(device, args.repeat)
@@ -439,9 +435,7 @@ def main(argv: list[str] | None = None) -> Report:
         if best_kernel is None or run.wall < best_kernel.wall:
             best_kernel = run
         if net is not None:
-            t = measure_settled(
-                lambda: reference_loop(net, images, target, args.lr, args.max_iters), device, quiet
-            )
+            t = measure_settled(lambda: reference_loop(net, images, target, args.lr, args.max_iters), device, quiet)
             log(f"trial {trial}: per-image loop {t.wall:.2f}s (others {t.others:.0%})")
             if loop is None or t.wall < loop.wall:
                 loop = t
@@ -450,9 +444,7 @@ def main(argv: list[str] | None = None) -> Report:
     runs = [best_kernel]
     if not args.no_log_softmax:  # the kernel's optional objective (PGD's), same everything else
         runs.append(
-            run_kernel(
-                model, images, target, auto, label="fool (auto, loss=log_softmax)", loss="log_softmax", **kw
-            )
+            run_kernel(model, images, target, auto, label="fool (auto, loss=log_softmax)", loss="log_softmax", **kw)
         )
         log(f"log_softmax: {runs[-1].wall:.2f}s, fooled {runs[-1].fooled}/{n}")
     if not args.no_bf16:  # bf16 autocast while stepping (the 8-bit check stays float32)
@@ -487,12 +479,10 @@ def main(argv: list[str] | None = None) -> Report:
     # where the time goes: torch.profiler over one more run of the kernel (auto batch)
     prof = None
     if not args.no_profile:
-        from shared.kernels import fool
+        from ascent.shared.kernels import fool
 
         prof = profile_table(
-            lambda: fool(
-                model, images, target, lr=args.lr, max_iters=args.max_iters, extra_iters=args.extra_iters
-            ),
+            lambda: fool(model, images, target, lr=args.lr, max_iters=args.max_iters, extra_iters=args.extra_iters),
             device,
             "fool (auto)",
         )
@@ -577,8 +567,7 @@ def main(argv: list[str] | None = None) -> Report:
             ]
         )
         report.notes.append(
-            f"per-image loop outputs (float, unclamped) that still fool after 8-bit rounding: "
-            f"{survive}/{loop_fooled}"
+            f"per-image loop outputs (float, unclamped) that still fool after 8-bit rounding: {survive}/{loop_fooled}"
         )
     peer_results = {r["variant"]: r for r in peer.get("results", [])}
     peer_rows_done: set[int] = set()
@@ -660,9 +649,7 @@ def main(argv: list[str] | None = None) -> Report:
             continue
         if "log_softmax" in r.label:
             ratio = r.wall / floor_of(r, per_pass)
-            report.metric(
-                "fool wall / floor (auto, loss=log_softmax)", f"{ratio:.3f}", "≤ 1.10", ratio <= 1.10
-            )
+            report.metric("fool wall / floor (auto, loss=log_softmax)", f"{ratio:.3f}", "≤ 1.10", ratio <= 1.10)
             if loop_wall is not None:
                 report.metric(
                     "loss=log_softmax kernel vs per-image loop (wall ratio; the loop uses the raw score)",

@@ -70,7 +70,7 @@ from bench.common import (
     weights_path,
 )
 
-ASCENT = [sys.executable, "-m", "producer"]  # the `ascent` command, from this interpreter
+ASCENT = [sys.executable, "-m", "ascent.producer"]  # the `ascent` command, from this interpreter
 RUN_TIMEOUT = 1800.0
 
 
@@ -228,9 +228,7 @@ def small_images(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         images, labels = val25_uint8()
-        small = np.stack(
-            [np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in images]
-        )
+        small = np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in images])
     except (OSError, KeyError):
         rng = np.random.default_rng(0)
         small = rng.integers(0, 256, (25, size, size, 3), dtype=np.uint8)
@@ -292,7 +290,7 @@ def inprocess_fool(
     class 6 on ``images``: one call, or one call per ``shard_size`` images in turn (what a worker does
     with the shards of a run). Batch sizes are as the network sees them (a lone image padded to 2 on
     the CPU)."""
-    from shared.kernels import fool
+    from ascent.shared.kernels import fool
 
     step = shard_size or images.shape[0]
     calls: dict[int, int] = {}
@@ -388,9 +386,9 @@ def pipeline_costs(image: np.ndarray, big_run: CliRun, small_run: CliRun) -> Pip
 
     from PIL import Image
 
-    from producer.collector import collect
-    from shared.images import encode_png
-    from shared.store import FileStore
+    from ascent.producer.collector import collect
+    from ascent.shared.images import encode_png
+    from ascent.shared.store import FileStore
 
     def best_ms(fn: Any, k: int) -> float:
         out = float("inf")
@@ -447,9 +445,9 @@ TINY = {"model": "tiny", "size": 32, "max_iters": 1, "extra_iters": 0}
 
 def tiny_kernel_ms(image: np.ndarray, device: torch.device, repeat: int = 200) -> float:
     """Best time of the tiny fool call one task makes (1 image, 1 step), in-process."""
-    from shared.kernels import fool
-    from shared.models import load_classifier
-    from worker.handlers import to_tensor
+    from ascent.shared.kernels import fool
+    from ascent.shared.models import load_classifier
+    from ascent.shared.tensors import to_tensor
 
     model = load_classifier(TINY["model"], weights=None, device=device)
     x = to_tensor([image], device)  # as the handler builds it
@@ -472,8 +470,9 @@ def tiny_kernel_ms(image: np.ndarray, device: torch.device, repeat: int = 200) -
 def store_ops_ms(root: Path, image: np.ndarray, repeat: int = 200) -> float:
     """Best time of the store work one shard of one item does, in-process on a ``file://`` store: record
     exists?, list attempts, attempt marker put and delete, input and output PNG (encode + put), record put."""
-    from shared.images import encode_png
-    from shared.store import FileStore, run_key
+    from ascent.shared.images import encode_png
+    from ascent.shared.keys import run_key
+    from ascent.shared.store import FileStore
 
     store = FileStore(root)
     best = float("inf")
@@ -494,8 +493,8 @@ def store_ops_ms(root: Path, image: np.ndarray, repeat: int = 200) -> float:
 
 
 def per_task_overhead(tmp: Path, n_tasks: int, threads: int, device: torch.device) -> TaskOverhead:
-    from producer.embedded import Embedded
-    from shared.settings import Settings
+    from ascent.producer.embedded import Embedded
+    from ascent.shared.settings import Settings
 
     images, labels = small_images(max(n_tasks, 8), TINY["size"])
     warm_npz = write_npz(tmp / "tiny-warm.npz", images[:8], labels[:8])
@@ -592,9 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="OMP/torch threads (default: the CPUs)")
     parser.add_argument("--trials", type=int, default=3, help="interleaved trials, best kept (default 3)")
-    parser.add_argument(
-        "--retries", type=int, default=3, help="extra tries of a disturbed segment (default 3)"
-    )
+    parser.add_argument("--retries", type=int, default=3, help="extra tries of a disturbed segment (default 3)")
     parser.add_argument("--small", type=int, default=None, help="images in the small run (5; --full 200)")
     parser.add_argument("--big", type=int, default=None, help="images in the big run (25; --full 1000)")
     parser.add_argument("--shard-sizes", default=None, help="comma-separated (default 16,<big>)")
@@ -608,9 +605,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     small = args.small or (200 if args.full else 5)
     big = args.big or (1000 if args.full else 25)
-    sizes = (
-        list(dict.fromkeys(int(v) for v in args.shard_sizes.split(","))) if args.shard_sizes else [16, big]
-    )
+    sizes = list(dict.fromkeys(int(v) for v in args.shard_sizes.split(","))) if args.shard_sizes else [16, big]
     report = Report(
         bench="queue",
         title=f"the queue is nearly free: `ascent run fool` {big} vs {small} images, per-task overhead",
@@ -630,9 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     # kernel gets exactly the tensor the worker's handler builds from them (to_tensor: a permuted view,
     # i.e. channels-last memory), and, for comparison, the same values as a contiguous NCHW tensor (what
     # bench_fool and a caller of the kernel would pass): the layout changes the CPU time of the kernel.
-    from shared.images import resize_center_crop
-    from shared.kernels import fool
-    from worker.handlers import to_tensor
+    from ascent.shared.images import resize_center_crop
+    from ascent.shared.kernels import fool
+    from ascent.shared.tensors import to_tensor
 
     x_u8, y = val25_uint8()
     reps = -(-big // len(x_u8))
@@ -787,9 +782,7 @@ def main(argv: list[str] | None = None) -> int:
         "same per-image iterations in-process (handler's tensor) and through the queue",
         "yes" if same_iters else "NO",
     )
-    report.metric(
-        "peak memory (this process)", ", ".join(f"{k} {fmt(v)}" for k, v in peak_memory(device).items())
-    )
+    report.metric("peak memory (this process)", ", ".join(f"{k} {fmt(v)}" for k, v in peak_memory(device).items()))
     for (n, shard_size), runs_ in sorted(cli.items()):
         if n != big:
             continue

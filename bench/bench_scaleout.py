@@ -164,9 +164,9 @@ def run_config(
     labels: Any,
     quiet_wait: float = 60.0,
 ) -> Config:
-    from producer.embedded import stop_groups
-    from shared.settings import Settings
-    from worker.app import create_app
+    from ascent.producer.embedded import stop_groups
+    from ascent.shared.queue import create_app
+    from ascent.shared.settings import Settings
 
     store = tmp / "store"
     tasks = rounds * n
@@ -283,17 +283,13 @@ def redis_benchmark(port: int | None, requests: int = 20000) -> dict[str, float]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from producer.embedded import LocalRedis
+    from ascent.producer.embedded import LocalRedis
 
     parser = base_parser(__doc__.splitlines()[0])
     parser.add_argument("--workers", default="1,2,4,8,16", help="pool sizes (default %(default)s)")
     parser.add_argument("--sleep", type=float, default=1.0, help="seconds each shard sleeps (default 1.0)")
-    parser.add_argument(
-        "--rounds", type=int, default=4, help="tasks per configuration = rounds × N (default 4)"
-    )
-    parser.add_argument(
-        "--idle", type=float, default=3.0, help="seconds of idle Redis load measured per config"
-    )
+    parser.add_argument("--rounds", type=int, default=4, help="tasks per configuration = rounds × N (default 4)")
+    parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle Redis load measured per config")
     parser.add_argument("--shard-times", default="0.5,2,10", help="GPU seconds per shard for the estimate")
     parser.add_argument("--quiet-wait", type=float, default=60.0, help="max seconds to wait for a quiet CPU")
     args = parser.parse_args(argv)
@@ -451,9 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     idle = base.redis_idle
     report.notes.append(
         "what an idle worker process sends Redis per second (N=1): "
-        + ", ".join(
-            f"{name} {calls / idle['seconds']:.1f}" for name, (calls, _) in list(idle["per_cmd"].items())[:8]
-        )
+        + ", ".join(f"{name} {calls / idle['seconds']:.1f}" for name, (calls, _) in list(idle["per_cmd"].items())[:8])
     )
     if bench_rps:
         report.notes.append(

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler run")
     args = parser.parse_args(argv)
 
-    from shared.kernels import style_transfer
+    from ascent.shared.kernels import style_transfer
 
     device = pick_device(args.device)
     gpu = device.type == "cuda"
@@ -231,9 +231,7 @@ def main(argv: list[str] | None = None) -> Report:
             None,
         )
     if not gpu:
-        report.notes.append(
-            "No GPU machine was available for this run: the 512 px and GPU targets were not measured."
-        )
+        report.notes.append("No GPU machine was available for this run: the 512 px and GPU targets were not measured.")
     report.notes.append(
         "time per iteration: CPU from timestamps between the loop's iterations, GPU (wall(I) − wall(1))"
         " / (I − 1); floor = best forward+backward of stack[0..7] w.r.t. the input at the same batch; "

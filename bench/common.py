@@ -64,7 +64,7 @@ def weights_path() -> Path:
 
 def load_model(device: torch.device):
     """SqueezeNet 1.1 with the shared fp16-rounded weights, as the kernels see it (a Classifier)."""
-    from shared.models import load_classifier
+    from ascent.shared.models import load_classifier
 
     return load_classifier("squeezenet1_1", weights=weights_path(), device=device)
 

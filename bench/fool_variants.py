@@ -30,7 +30,8 @@ if __package__ in (None, ""):
 
 import torch
 
-import shared.kernels as K
+import ascent.shared.kernels as K
+from ascent.shared.models import Classifier
 from bench.common import (
     TARGET_CLASS,
     Report,
@@ -46,7 +47,6 @@ from bench.common import (
     pick_device,
     wait_for_quiet,
 )
-from shared.models import Classifier
 
 
 @contextmanager
@@ -92,9 +92,7 @@ def _layout(model: Classifier, nchw: bool) -> Classifier:
     return model.to(memory_format=torch.contiguous_format) if nchw else model
 
 
-def variant_runner(
-    name: str, device: torch.device, images: torch.Tensor, target: int = TARGET_CLASS, **fool_kw
-):
+def variant_runner(name: str, device: torch.device, images: torch.Tensor, target: int = TARGET_CLASS, **fool_kw):
     """A zero-argument callable running ``fool`` as variant ``name`` (on its own model copy, in the
     variant's memory layout, so nothing leaks into other models of the process)."""
     patch, kw = VARIANTS[name]

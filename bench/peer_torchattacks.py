@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"torchattacks is not importable ({exc}); set ASCENT_PEERS")
         return 3
 
-    from shared.kernels import auto_max_batch, fool
+    from ascent.shared.kernels import auto_max_batch, fool
 
     device = pick_device(args.device)
     model = load_model(device)

@@ -23,7 +23,7 @@ from contextlib import ExitStack, contextmanager
 import torch
 import torch.nn.functional as F
 
-import shared.losses as L
+import ascent.shared.losses as L
 from bench.bench_style import PRESET, STYLE_SIZE
 from bench.common import (
     Report,
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--quiet-wait", type=float, default=60.0)
     args = parser.parse_args(argv)
-    from shared.kernels import style_transfer
+    from ascent.shared.kernels import style_transfer
 
     device = pick_device(args.device)
     cl = load_model(device)
@@ -144,9 +144,7 @@ def main(argv: list[str] | None = None) -> Report:
                 losses[(name, b)] = loss
     rows = []
     for name in VARIANTS:
-        rel = float(
-            ((losses[(name, args.n)] - losses[("current", args.n)]).abs() / losses[("current", args.n)]).max()
-        )
+        rel = float(((losses[(name, args.n)] - losses[("current", args.n)]).abs() / losses[("current", args.n)]).max())
         rows.append(
             [
                 name,

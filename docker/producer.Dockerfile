@@ -31,7 +31,8 @@ COPY worker /src/worker
 RUN pip install --no-deps /src \
  && rm -rf /src \
  && if python -c "import torch" 2>/dev/null; then echo "torch must not be in the producer image" >&2; exit 1; fi \
- && ascent --help > /dev/null
+ && ascent --help > /dev/null \
+ && python -c "import ascent.producer.cli; import sys; assert 'torch' not in sys.modules"
 
 USER ascent
 WORKDIR /home/ascent

@@ -46,6 +46,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip install --constraint /tmp/base-torch.txt /src \
  && python -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'CUDA', torch.version.cuda)" \
  && ascent --help > /dev/null \
+ && python -c "import ascent.worker.handler" \
  && rm -rf /src /tmp/base-torch.txt
 
 COPY --chmod=0755 docker/claim-gpu.sh /usr/local/bin/claim-gpu

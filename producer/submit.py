@@ -1,7 +1,7 @@
 """Plan a run (items -> shards) and submit it: upload local inputs when the workers cannot read them,
 record spec and manifest in the store, then enqueue.
 
-No torch: tasks are sent by name (``worker.RUN_SHARD_TASK``) with a JSON message that carries ids,
+No torch: tasks are sent by name (``ascent.shared.queue.RUN_SHARD_TASK``) with a JSON message that carries ids,
 URIs and parameters, never pixels and never credentials. The store is the system of record: the spec
 and the manifest are written *before* anything is enqueued, so a run that was (partly) enqueued can
 always be compared with its records (``ascent status``, ``ascent collect``, and later ``resume``).
@@ -10,49 +10,30 @@ always be compared with its records (``ascent status``, ``ascent collect``, and 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from celery import Celery
 
-from producer.inputs import local_path
-from shared.errors import InvalidInput, InvalidSpec, TransientError
-from shared.spec import Item, JobSpec, Shard, task_message
-from shared.store import FileStore, Store, run_key
-from worker import DEFAULT_QUEUE, RUN_SHARD_TASK
+from ascent.shared.errors import InvalidInput, InvalidSpec, NotFoundInStore, TransientError
+from ascent.shared.jobs.base import Job
+from ascent.shared.keys import RunKeys
+from ascent.shared.queue import DEFAULT_QUEUE, RUN_SHARD_TASK
+from ascent.shared.spec import Item, JobSpec, Manifest, Shard, shard_id, task_message
+from ascent.shared.store import FileStore, Store
+from ascent.shared.uris import parse_uri
 
 MAX_SHARD_SIZE = 100_000
 UPLOAD_THREADS = 8
-_NPZ_ROW = re.compile(r"^(?P<base>.+\.npz)#(?P<row>[0-9]+)$", re.IGNORECASE)
-_SAFE_EXT = re.compile(r"^\.[a-z0-9]{1,10}$")
 
 
-def shard_id(index: int) -> str:
-    """``shard-00000``, ``shard-00001``, ..."""
-    return f"shard-{index:05d}"
+def plan_run(spec: JobSpec, items: Sequence[Item], shard_size: int) -> Manifest:
+    """The manifest: items in their order, shard k holding items [k·shard_size, (k+1)·shard_size).
 
-
-def plan_run(
-    spec: JobSpec,
-    items: Sequence[Item],
-    shard_size: int,
-    originals: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
-    """The manifest: ``{"run_id", "n_items", "shards": [{"shard_id", "items": [{item_id, source, label}]}]}``.
-
-    Items keep their order; shard k holds items [k·shard_size, (k+1)·shard_size). ``originals`` (item id
-    -> the input as the user named it) adds ``original`` to uploaded items, whose ``source`` is the
-    uploaded copy. Raises InvalidSpec for a bad ``shard_size`` ("shard_size"), no items or duplicate
-    item ids ("inputs")."""
-    if (
-        isinstance(shard_size, bool)
-        or not isinstance(shard_size, int)
-        or not 1 <= shard_size <= MAX_SHARD_SIZE
-    ):
+    Raises InvalidSpec for a bad ``shard_size`` ("shard_size"), no items or duplicate item ids ("inputs")."""
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or not 1 <= shard_size <= MAX_SHARD_SIZE:
         raise InvalidSpec("shard_size", f"{shard_size!r} must be an integer 1..{MAX_SHARD_SIZE}")
     if not items:
         raise InvalidSpec("inputs", "no items to run")
@@ -61,35 +42,29 @@ def plan_run(
         if item.item_id in seen:
             raise InvalidSpec("inputs", f"duplicate item id {item.item_id!r}")
         seen.add(item.item_id)
-    shards = [
+    shards = tuple(
         Shard(shard_id(k), tuple(items[start : start + shard_size]))
         for k, start in enumerate(range(0, len(items), shard_size))
-    ]
-    planned = [s.to_dict() for s in shards]
-    for shard in planned:
-        for item in shard["items"]:
-            if originals and item["item_id"] in originals:
-                item["original"] = originals[item["item_id"]]
-    return {"run_id": spec.run_id, "n_items": len(items), "shards": planned}
-
-
-def manifest_shards(manifest: Mapping[str, Any]) -> list[Shard]:
-    """The manifest's shards as ``Shard`` objects (validated)."""
-    return [Shard.from_dict(s) for s in manifest["shards"]]
+    )
+    return Manifest(spec.run_id, shards)
 
 
 def run_exists(store: Store, run_id: str) -> bool:
-    return store.exists(run_key(run_id, "manifest.json")) or store.exists(run_key(run_id, "spec.json"))
+    keys = RunKeys(run_id)
+    return store.exists(keys.manifest) or store.exists(keys.spec)
 
 
-def record_run(spec: JobSpec, manifest: Mapping[str, Any], store: Store) -> None:
+def already_exists(store: Store, run_id: str) -> InvalidSpec:
+    return InvalidSpec("run_id", f"run {run_id!r} already exists in {store.uri}; choose another --run-id")
+
+
+def record_run(spec: JobSpec, manifest: Manifest, store: Store) -> None:
     """Write spec.json then manifest.json; refuses to overwrite an existing run (InvalidSpec "run_id")."""
     if run_exists(store, spec.run_id):
-        raise InvalidSpec(
-            "run_id", f"run {spec.run_id!r} already exists in {store.uri}; choose another --run-id"
-        )
-    store.put_json(run_key(spec.run_id, "spec.json"), spec.to_dict())
-    store.put_json(run_key(spec.run_id, "manifest.json"), dict(manifest))
+        raise already_exists(store, spec.run_id)
+    keys = RunKeys(spec.run_id)
+    store.put_json(keys.spec, spec.to_dict())
+    store.put_json(keys.manifest, manifest.to_dict())
 
 
 # ----------------------------------------------------------------------------- uploads
@@ -103,63 +78,51 @@ def needs_upload(store: Store) -> bool:
 
 @dataclass(frozen=True)
 class Uploaded:
-    """The spec and items pointing at the uploaded copies; ``originals``: item id -> source as given."""
+    """The spec and items pointing at the uploaded copies (items keep the input as given in
+    ``original``), and how much was uploaded."""
 
     spec: JobSpec
     items: list[Item]
-    originals: dict[str, str]
     files: int
     bytes: int
 
 
 def _local_file(uri: str) -> tuple[Path, str] | None:
-    """(local file, "#row" or "") for a ``file://`` source; None for any other source."""
-    if not uri.startswith("file:"):
+    """(local file, "#row" or "") for a local source; None for any other source."""
+    parsed = parse_uri(uri)
+    if parsed.scheme != "file":
         return None
-    match = _NPZ_ROW.match(uri)
-    base, row = (match["base"], f"#{match['row']}") if match else (uri, "")
-    return local_path(base), row
+    return parsed.local_path, "" if parsed.row is None else f"#{parsed.row}"
 
 
-def upload_key(run_id: str, name: str, path: Path) -> str:
-    """``runs/<run_id>/uploads/<name><ext>``: ``name`` is an item id (or ``style-<k>``); only a plain
-    extension of the file name is kept, never the name itself."""
-    ext = path.suffix.lower()
-    return run_key(run_id, "uploads", f"{name}{ext if _SAFE_EXT.match(ext) else ''}")
-
-
-def upload_inputs(
-    spec: JobSpec, items: Sequence[Item], store: Store, *, threads: int = UPLOAD_THREADS
-) -> Uploaded:
+def upload_inputs(spec: JobSpec, items: Sequence[Item], store: Store, *, threads: int = UPLOAD_THREADS) -> Uploaded:
     """Copy every local input file to ``runs/<run_id>/uploads/`` in ``store``, once, and return the
     spec and items rewritten to read the copies.
 
     A file is uploaded once however many items name it (an .npz holds many): under the id of the
-    first item that names it, ``uploads/<item_id><ext>``; style images as ``uploads/style-<k><ext>``.
-    Sources that are not local files (``s3://``, ``class:``) are left as they are: read in place.
-    Raises InvalidSpec ("inputs") for a file that vanished, StoreError/TransientError from the store."""
+    first item that names it, ``uploads/<item_id><ext>``; files named by parameters (style images) as
+    ``uploads/<param>-<k><ext>``. Sources that are not local files (``s3://``, ``class:``) are left as
+    they are: read in place. Raises InvalidSpec ("inputs") for a file that vanished,
+    StoreError/TransientError from the store."""
     keys: dict[Path, str] = {}
+    run_keys = RunKeys(spec.run_id)
 
     def uploaded(uri: str, name: str) -> str | None:
         local = _local_file(uri)
         if local is None:
             return None
         path, row = local
-        key = keys.setdefault(path, upload_key(spec.run_id, name, path))
+        key = keys.setdefault(path, run_keys.upload(name, path.name))
         return store.url(key) + row
 
-    new_items, originals = [], {}
+    new_items = []
     for item in items:
         source = uploaded(item.source, item.item_id)
-        if source is None:
-            new_items.append(item)
-        else:
-            new_items.append(dataclasses.replace(item, source=source))
-            originals[item.item_id] = item.source
-    params = dict(spec.params)
-    if spec.kind == "style":
-        params["style"] = [uploaded(u, f"style-{k}") or u for k, u in enumerate(params["style"])]
-    new_spec = dataclasses.replace(spec, params=params).validate()
+        new_items.append(item if source is None else dataclasses.replace(item, source=source, original=item.source))
+    changes = {
+        name: [uploaded(u, f"{name}-{k}") or u for k, u in enumerate(uris)] for name, uris in spec.params.files()
+    }
+    new_spec = dataclasses.replace(spec, params=spec.params.replace(**changes)) if changes else spec
 
     def put(path: Path, key: str) -> int:
         try:
@@ -173,7 +136,7 @@ def upload_inputs(
 
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(keys) or 1))) as pool:
         sizes = list(pool.map(lambda kv: put(*kv), keys.items()))
-    return Uploaded(new_spec, new_items, originals, files=len(sizes), bytes=sum(sizes))
+    return Uploaded(new_spec, new_items, files=len(sizes), bytes=sum(sizes))
 
 
 # ----------------------------------------------------------------------------- enqueueing
@@ -204,62 +167,57 @@ def submit(
     *,
     upload: bool | None = None,
     note: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+    jobs: Mapping[str, Job] | None = None,
+) -> Manifest:
     """Validate, upload local inputs when needed, record the run in ``store`` (spec.json, manifest.json),
     enqueue one task per shard.
 
     ``upload``: copy local input files into the store first (``upload_inputs``); default
     ``needs_upload(store)``, i.e. for every store but a local folder. ``note`` hears about uploads.
     Every validation happens before the first write; returns the manifest."""
-    spec = spec.validate()
+    spec = spec.validate(jobs)
     if spec.store != store.uri:
-        raise InvalidSpec(
-            "store", f"the spec names {spec.store} but the run would be recorded in {store.uri}"
-        )
+        raise InvalidSpec("store", f"the spec names {spec.store} but the run would be recorded in {store.uri}")
     manifest = plan_run(spec, items, shard_size)
     if needs_upload(store) if upload is None else upload:
         if run_exists(store, spec.run_id):
-            raise InvalidSpec(
-                "run_id", f"run {spec.run_id!r} already exists in {store.uri}; choose another --run-id"
-            )
+            raise already_exists(store, spec.run_id)
         done = upload_inputs(spec, items, store)
         if done.files and note is not None:
-            where = store.url(run_key(spec.run_id, "uploads"))
+            where = store.url(RunKeys(spec.run_id).uploads)
             note(f"uploaded {done.files} local input file(s), {done.bytes / 2**20:.1f} MiB, to {where}/")
         spec = done.spec
-        manifest = plan_run(spec, done.items, shard_size, done.originals)
-    shards = manifest_shards(manifest)
+        manifest = plan_run(spec, done.items, shard_size)
     record_run(spec, manifest, store)
-    enqueue(spec, shards, app)
+    enqueue(spec, manifest.shards, app)
     return manifest
 
 
-def unrecorded_shards(store: Store, run_id: str) -> tuple[JobSpec, list[Shard], int]:
+def unrecorded_shards(
+    store: Store, run_id: str, jobs: Mapping[str, Job] | None = None
+) -> tuple[JobSpec, list[Shard], int]:
     """The run's spec, the manifest's shards that have no record in ``store``, and the number of shards.
 
     Raises NotFoundInStore (naming the key) when the run has no spec or manifest."""
-    from shared.errors import NotFoundInStore
-
+    keys = RunKeys(run_id)
     try:
-        spec = JobSpec.from_dict(store.get_json(run_key(run_id, "spec.json")))
-        manifest = store.get_json(run_key(run_id, "manifest.json"))
+        spec = JobSpec.from_dict(store.get_json(keys.spec), jobs)
+        manifest = Manifest.from_dict(store.get_json(keys.manifest))
     except NotFoundInStore as exc:
         raise NotFoundInStore(
             f"run {run_id!r} is not (completely) recorded in {store.uri}: {exc}; submit it again"
         ) from None
-    shards = manifest_shards(manifest)
-    prefix = run_key(run_id, "records") + "/"
-    recorded = {key[len(prefix) : -len(".json")] for key in store.list(prefix) if key.endswith(".json")}
-    return spec, [s for s in shards if s.shard_id not in recorded], len(shards)
+    recorded = {keys.shard_of_record(key) for key in store.list(keys.records)}
+    return spec, [s for s in manifest.shards if s.shard_id not in recorded], len(manifest.shards)
 
 
-def resume(store: Store, run_id: str, app: Celery) -> tuple[list[Shard], int]:
+def resume(store: Store, run_id: str, app: Celery, jobs: Mapping[str, Job] | None = None) -> tuple[list[Shard], int]:
     """Re-enqueue every shard of ``run_id`` that has no record in ``store``; return them and the total.
 
     Safe to run any number of times and while workers still run: a worker skips a shard whose record
     exists, and the collector counts each item once, so a duplicate task costs at most one extra run
     of a shard. Use it after a broker restart lost queued tasks, after workers were gone, or after the
     producer died mid-submit (the manifest is written before the first task is sent)."""
-    spec, missing, total = unrecorded_shards(store, run_id)
+    spec, missing, total = unrecorded_shards(store, run_id, jobs)
     enqueue(spec, missing, app)
     return missing, total

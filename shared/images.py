@@ -7,15 +7,19 @@ input is an ``InvalidInput`` naming the item and the reason: the file is wrong, 
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from shared.errors import InvalidInput
+from ascent.shared.errors import InvalidInput
 
 # Formats we decode. Pillow knows more (EPS even runs Ghostscript); inputs need none of them.
 ALLOWED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "AVIF")
@@ -65,9 +69,7 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InvalidInput(
-            f"{name}: image too large, refused as a possible decompression bomb ({e})"
-        ) from None
+        raise InvalidInput(f"{name}: image too large, refused as a possible decompression bomb ({e})") from None
     except UnidentifiedImageError:
         raise InvalidInput(f"{name}: {_describe_unreadable(data)}") from None
     except _DECODE_ERRORS as e:
@@ -91,9 +93,7 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         except Image.DecompressionBombError as e:
             raise InvalidInput(f"{name}: refused as a possible decompression bomb ({e})") from None
         except _DECODE_ERRORS as e:
-            raise InvalidInput(
-                f"{name}: corrupt or truncated {image.format} image ({type(e).__name__}: {e})"
-            ) from None
+            raise InvalidInput(f"{name}: corrupt or truncated {image.format} image ({type(e).__name__}: {e})") from None
 
 
 def _to_rgb_array(image: Image.Image, name: str) -> np.ndarray:
@@ -123,9 +123,7 @@ def _check_image_array(arr: np.ndarray, what: str, allow_gray: bool = False) -> 
         raise InvalidInput(f"{what}: expected a {expected} uint8 array, got {type(arr).__name__}")
     ok_shape = (arr.ndim == 3 and arr.shape[2] == 3) or (allow_gray and arr.ndim == 2)
     if arr.dtype != np.uint8 or not ok_shape or 0 in arr.shape:
-        raise InvalidInput(
-            f"{what}: expected a non-empty {expected} uint8 array, got {arr.dtype} {arr.shape}"
-        )
+        raise InvalidInput(f"{what}: expected a non-empty {expected} uint8 array, got {arr.dtype} {arr.shape}")
 
 
 def resize_smaller_side(arr: np.ndarray, size: int) -> np.ndarray:
@@ -193,7 +191,7 @@ class NpzImages:
         return self.images[index].copy(), label
 
 
-def _array_header(npz: np.lib.npyio.NpzFile, member: str, name: str) -> tuple[tuple[int, ...], np.dtype]:
+def npy_header(npz: np.lib.npyio.NpzFile, member: str, name: str) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of ``member`` read from its .npy header, without loading the data."""
     if npz.zip is None:  # only after close()
         raise InvalidInput(f"{name}: .npz file already closed")
@@ -206,6 +204,51 @@ def _array_header(npz: np.lib.npyio.NpzFile, member: str, name: str) -> tuple[tu
         else:
             raise InvalidInput(f"{name}: array {member} has unsupported .npy version {version}")
     return tuple(shape), dtype
+
+
+@contextmanager
+def _npz(
+    data_or_path: bytes | str | os.PathLike[str] | BinaryIO,
+    name: str,
+    max_pixels: int | None,
+    max_bytes: int,
+) -> Iterator[tuple[np.lib.npyio.NpzFile, tuple[int, ...], bool]]:
+    """The open .npz, the shape of ``X`` and whether it has ``y``, after checking both headers: X is
+    N×H×W×3 uint8 within ``max_pixels`` per image and ``max_bytes`` in all, y (when present) holds N
+    integers. Nothing is decompressed before the checks pass."""
+    source = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
+    try:
+        loaded = np.load(source, allow_pickle=False)
+    except FileNotFoundError:
+        raise InvalidInput(f"{name}: file does not exist") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise InvalidInput(f"{name}: not a readable .npz file ({e})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise InvalidInput(f"{name}: a single .npy array; expected an .npz with arrays X (and y)")
+    with loaded as npz:
+        if "X" not in npz.files:
+            raise InvalidInput(f"{name}: no array named X (it has: {', '.join(npz.files) or 'none'})")
+        try:
+            shape, dtype = npy_header(npz, "X", name)
+            if len(shape) != 4 or shape[3] != 3 or dtype != np.uint8 or shape[0] == 0:
+                raise InvalidInput(f"{name}: X must be N×H×W×3 uint8 with N ≥ 1, got {dtype} {shape}")
+            if max_pixels is not None and shape[1] * shape[2] > max_pixels:
+                raise InvalidInput(
+                    f"{name}: images of {shape[2]}×{shape[1]} exceed {max_pixels:,} pixels "
+                    "(raise ASCENT_MAX_PIXELS if they are genuine)"
+                )
+            if math.prod(shape) > max_bytes:
+                raise InvalidInput(f"{name}: X would take {math.prod(shape):,} bytes, over {max_bytes:,}")
+            has_y = "y" in npz.files
+            if has_y:
+                y_shape, y_dtype = npy_header(npz, "y", name)
+                if y_shape != (shape[0],) or not np.issubdtype(y_dtype, np.integer):
+                    raise InvalidInput(f"{name}: y must hold one integer label per image, got {y_dtype} {y_shape}")
+            yield npz, shape, has_y
+        except InvalidInput:
+            raise
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+            raise InvalidInput(f"{name}: corrupt .npz file ({type(e).__name__}: {e})") from None
 
 
 def read_npz(
@@ -221,37 +264,25 @@ def read_npz(
     from the headers before anything is decompressed: each image against ``max_pixels``, ``X`` as a
     whole against ``max_bytes``. Raises InvalidInput naming ``name`` (default: the path)."""
     name = name or (str(data_or_path) if not isinstance(data_or_path, bytes) else "npz data")
-    source = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
-    try:
-        loaded = np.load(source, allow_pickle=False)
-    except FileNotFoundError:
-        raise InvalidInput(f"{name}: file does not exist") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise InvalidInput(f"{name}: not a readable .npz file ({e})") from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise InvalidInput(f"{name}: a single .npy array; expected an .npz with arrays X (and y)")
-    with loaded as npz:
-        if "X" not in npz.files:
-            raise InvalidInput(f"{name}: no array named X (it has: {', '.join(npz.files) or 'none'})")
-        try:
-            shape, dtype = _array_header(npz, "X", name)
-            if len(shape) != 4 or shape[3] != 3 or dtype != np.uint8:
-                raise InvalidInput(f"{name}: X must be N×H×W×3 uint8, got {dtype} {shape}")
-            if max_pixels is not None and shape[1] * shape[2] > max_pixels:
-                raise InvalidInput(f"{name}: images of {shape[2]}×{shape[1]} exceed {max_pixels:,} pixels")
-            if int(np.prod(shape)) > max_bytes:
-                raise InvalidInput(f"{name}: X would take {int(np.prod(shape)):,} bytes, over {max_bytes:,}")
-            images = npz["X"]
-            labels = npz["y"] if "y" in npz.files else None
-        except InvalidInput:
-            raise
-        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
-            raise InvalidInput(f"{name}: corrupt .npz file ({type(e).__name__}: {e})") from None
-    if labels is not None and (labels.shape != (shape[0],) or not np.issubdtype(labels.dtype, np.integer)):
-        raise InvalidInput(
-            f"{name}: y must hold one integer label per image, got {labels.dtype} {labels.shape}"
-        )
+    with _npz(data_or_path, name, max_pixels, max_bytes) as (npz, _shape, has_y):
+        images = npz["X"]
+        labels = npz["y"] if has_y else None
     return NpzImages(name=name, images=images, labels=labels)
+
+
+def npz_rows(
+    data_or_path: bytes | str | os.PathLike[str] | BinaryIO,
+    name: str,
+    *,
+    max_pixels: int | None = None,
+    max_bytes: int = DEFAULT_MAX_NPZ_BYTES,
+) -> list[int | None]:
+    """The label of every row of ``X`` (None where there is no ``y``), read without loading ``X``:
+    what the producer needs to plan items. Raises InvalidInput naming ``name``."""
+    with _npz(data_or_path, name, max_pixels, max_bytes) as (npz, shape, has_y):
+        if not has_y:
+            return [None] * shape[0]
+        return [int(label) for label in npz["y"].tolist()]
 
 
 def load_npz_item(

@@ -1,4 +1,4 @@
-"""Style-transfer losses (Gatys et al. 2016, as defined in CS231n and REFERENCE.md §1).
+"""Style-transfer losses (Gatys et al. 2016, as defined in CS231n's assignment 3).
 
 Each loss sums over the batch by default (a scalar tensor); ``reduction="none"`` gives one value
 per image (shape N), which the batched style kernel reports per item.

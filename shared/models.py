@@ -1,4 +1,4 @@
-"""The model zoo: frozen ImageNet classifiers that take [0, 1] images and carry their normalisation.
+"""The model zoo: frozen classifiers that take [0, 1] images and carry their normalisation.
 
 ``load_classifier("squeezenet1_1", weights=PATH)`` returns a ``Classifier``: ``model(images)`` gives
 logits (N×1000) for images N×3×H×W in [0, 1]; ``model.features(images)`` gives the output of every
@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from shared.catalog import MODEL_NAMES, PRECISIONS, class_names
-from shared.errors import ModelNotFound
+from ascent.shared.catalog import MODEL_NAMES, PRECISIONS, class_names
+from ascent.shared.errors import ModelNotFound
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,6 +40,10 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.mean: Tensor
         self.std: Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
     def normalize(self, images: Tensor) -> Tensor:
         return (images - self.mean) / self.std
@@ -100,9 +104,7 @@ def _split_squeezenet(net: Any) -> tuple[nn.Sequential, nn.Module]:
 
 
 def _split_resnet(net: Any) -> tuple[nn.Sequential, nn.Module]:
-    stack = nn.Sequential(
-        net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
-    )
+    stack = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
     return stack, nn.Sequential(net.avgpool, nn.Flatten(1), net.fc)
 
 

@@ -20,7 +20,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -34,8 +33,10 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from shared.errors import InvalidInput, NotFoundInStore, StoreError, TransientError
-from shared.store import Store, validate_key
+from ascent.shared.errors import InvalidInput, NotFoundInStore, StoreError, TransientError
+from ascent.shared.keys import validate_key
+from ascent.shared.store import Store
+from ascent.shared.uris import parse_uri
 
 MiB = 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD = 8 * MiB
@@ -77,45 +78,9 @@ def client_config(*, path_style: bool, max_attempts: int = DEFAULT_MAX_ATTEMPTS)
     )
 
 
-_clients: dict[tuple[int, str | None, str | None, int], Any] = {}
-_clients_lock = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    global _clients_lock
-    # The parent may have held the lock while forking; its pooled sockets are not ours either.
-    _clients_lock = threading.Lock()
-    _clients.clear()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def s3_client(
-    endpoint_url: str | None = None, region: str | None = None, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS
-) -> Any:
-    """A boto3 S3 client for this process: created on first use, and again in a forked child."""
-    endpoint = resolve_endpoint(endpoint_url)
-    key = (os.getpid(), endpoint, region, max_attempts)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            # A fresh session per client: boto3's default session is not thread-safe.
-            client = boto3.session.Session().client(
-                "s3",
-                endpoint_url=endpoint,
-                region_name=region,
-                config=client_config(path_style=endpoint is not None, max_attempts=max_attempts),
-            )
-            _clients[key] = client
-        return client
-
-
 def bucket_not_found(bucket: str, endpoint: str | None) -> BucketNotFound:
     where = f" at {endpoint}" if endpoint else ""
-    return BucketNotFound(
-        f"bucket {bucket!r} does not exist{where}: create it or fix the store URI (not retryable)"
-    )
+    return BucketNotFound(f"bucket {bucket!r} does not exist{where}: create it or fix the store URI (not retryable)")
 
 
 @contextmanager
@@ -134,9 +99,7 @@ def translate_errors(what: str, bucket: str, endpoint: str | None) -> Iterator[N
         if code in _NOT_FOUND_CODES:
             raise NotFoundInStore(f"{what} does not exist") from None
         if status >= 500 or code in _RETRYABLE_CODES:
-            raise TransientError(
-                f"{what}: S3{where} answered {status} {code}: {message} (retry later)"
-            ) from e
+            raise TransientError(f"{what}: S3{where} answered {status} {code}: {message} (retry later)") from e
         if code in _CREDENTIAL_CODES:
             raise StoreError(
                 f"{what}: access denied ({code}){where}: check the AWS credentials and the bucket policy"
@@ -153,67 +116,64 @@ def translate_errors(what: str, bucket: str, endpoint: str | None) -> Iterator[N
         raise StoreError(f"{what}: {e}") from e
 
 
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    """``"s3://bucket/a/b.png"`` -> ``("bucket", "a/b.png")``; the key may be empty.
+class S3Client:
+    """One boto3 S3 client for an endpoint and region, made on first use, and again in a forked child
+    (the parent's sockets are not the child's). Owned by whoever made this object (a store, a worker's
+    runtime, the producer): nothing is cached per module. Methods read any key (inputs), not only store
+    keys; errors name ``what``."""
 
-    The key is percent-decoded (``s3://b/a%20b%23c.png`` names the key ``a b#c.png``), so any key can be
-    written as a URI; a literal ``#`` or ``?`` is refused rather than silently cut off."""
-    parts = urlsplit(uri)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise InvalidInput(f"{uri!r} is not an S3 URI like s3://bucket/key")
-    if not _BUCKET_RE.match(parts.netloc):
-        raise InvalidInput(f"{uri!r}: {parts.netloc!r} is not a valid bucket name (3-63 of a-z 0-9 . -)")
-    if "#" in uri or "?" in uri:
-        raise InvalidInput(f"{uri!r}: write '#' as %23 and '?' as %3F in an S3 key")
-    return parts.netloc, unquote(parts.path.lstrip("/"))
+    def __init__(
+        self, endpoint_url: str | None = None, region: str | None = None, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ) -> None:
+        self.endpoint_url = resolve_endpoint(endpoint_url)
+        self.region = region
+        self.max_attempts = max_attempts
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
 
+    @property
+    def client(self) -> Any:
+        if self._pid != os.getpid():  # a forked child: the parent's client, sockets and lock are not ours
+            self._lock, self._client, self._pid = threading.Lock(), None, os.getpid()
+        with self._lock:
+            if self._client is None:
+                # A fresh session per client: boto3's default session is not thread-safe.
+                self._client = boto3.session.Session().client(
+                    "s3",
+                    endpoint_url=self.endpoint_url,
+                    region_name=self.region,
+                    config=client_config(path_style=self.endpoint_url is not None, max_attempts=self.max_attempts),
+                )
+            return self._client
 
-def read_object(
-    bucket: str,
-    key: str,
-    *,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    what: str | None = None,
-) -> bytes:
-    """The bytes of ``s3://bucket/key`` (any key: for inputs, not store keys). Errors name ``what``."""
-    endpoint = resolve_endpoint(endpoint_url)
-    with translate_errors(what or f"s3://{bucket}/{key}", bucket, endpoint):
-        response = s3_client(endpoint, region).get_object(Bucket=bucket, Key=key)
-        return bytes(response["Body"].read())  # inside the block: a broken stream is transient too
+    def errors(self, what: str, bucket: str) -> Any:
+        return translate_errors(what, bucket, self.endpoint_url)
 
+    def read(self, bucket: str, key: str, what: str | None = None) -> bytes:
+        """The bytes of ``s3://bucket/key``."""
+        with self.errors(what or f"s3://{bucket}/{key}", bucket):
+            response = self.client.get_object(Bucket=bucket, Key=key)
+            return bytes(response["Body"].read())  # inside the block: a broken stream is transient too
 
-def list_objects(
-    bucket: str,
-    prefix: str = "",
-    *,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    what: str | None = None,
-) -> list[str]:
-    """Every key of ``bucket`` that starts with ``prefix`` (any key: for inputs, not store keys), in
-    S3's order (UTF-8 binary). Raises BucketNotFound, StoreError or TransientError naming ``what``."""
-    endpoint = resolve_endpoint(endpoint_url)
-    keys: list[str] = []
-    with translate_errors(what or f"s3://{bucket}/{prefix}", bucket, endpoint):
-        paginator = s3_client(endpoint, region).get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            keys.extend(obj["Key"] for obj in page.get("Contents", ()))
-    return keys
+    def size(self, bucket: str, key: str, what: str | None = None) -> int:
+        """The size in bytes of ``s3://bucket/key``."""
+        with self.errors(what or f"s3://{bucket}/{key}", bucket):
+            return int(self.client.head_object(Bucket=bucket, Key=key)["ContentLength"])
 
+    def list(self, bucket: str, prefix: str = "", what: str | None = None) -> list[str]:
+        """Every key of ``bucket`` that starts with ``prefix``, in S3's order (UTF-8 binary)."""
+        keys: list[str] = []
+        with self.errors(what or f"s3://{bucket}/{prefix}", bucket):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                keys.extend(obj["Key"] for obj in page.get("Contents", ()))
+        return keys
 
-def object_etag(
-    bucket: str,
-    key: str,
-    *,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    what: str | None = None,
-) -> str:
-    """The ETag of ``s3://bucket/key`` (changes whenever the object does)."""
-    endpoint = resolve_endpoint(endpoint_url)
-    with translate_errors(what or f"s3://{bucket}/{key}", bucket, endpoint):
-        return str(s3_client(endpoint, region).head_object(Bucket=bucket, Key=key)["ETag"])
+    def etag(self, bucket: str, key: str, what: str | None = None) -> str:
+        """The ETag of ``s3://bucket/key`` (changes whenever the object does)."""
+        with self.errors(what or f"s3://{bucket}/{key}", bucket):
+            return str(self.client.head_object(Bucket=bucket, Key=key)["ETag"])
 
 
 class S3Store(Store):
@@ -243,6 +203,8 @@ class S3Store(Store):
         self.public_endpoint_url = public_endpoint_url or self.endpoint_url
         self.multipart_threshold = multipart_threshold
         self.max_attempts = max_attempts
+        self.s3 = S3Client(self.endpoint_url, region, max_attempts=max_attempts)
+        self._signer = S3Client(self.public_endpoint_url, region, max_attempts=max_attempts)
         self._bucket_checked = False
 
     @classmethod
@@ -255,7 +217,10 @@ class S3Store(Store):
         **options: Any,
     ) -> S3Store:
         """``s3://bucket`` or ``s3://bucket/prefix``; ``options`` go to ``S3Store(...)``."""
-        bucket, prefix = split_s3_uri(uri)
+        parsed = parse_uri(uri, rows=False)
+        if parsed.scheme != "s3":
+            raise InvalidInput(f"{uri!r} is not an S3 URI like s3://bucket/prefix")
+        bucket, prefix = parsed.bucket, parsed.path
         return cls(
             bucket,
             prefix,
@@ -270,7 +235,7 @@ class S3Store(Store):
 
     @property
     def client(self) -> Any:
-        return s3_client(self.endpoint_url, self.region, max_attempts=self.max_attempts)
+        return self.s3.client
 
     def _errors(self, key: str) -> Any:
         return translate_errors(f"{self.uri}/{key}", self.bucket, self.endpoint_url)
@@ -320,9 +285,7 @@ class S3Store(Store):
         content_type = content_type or mimetypes.guess_type(key)[0] or "application/octet-stream"
         with self._errors(key):
             if len(data) < self.multipart_threshold:
-                self.client.put_object(
-                    Bucket=self.bucket, Key=object_key, Body=bytes(data), ContentType=content_type
-                )
+                self.client.put_object(Bucket=self.bucket, Key=object_key, Body=bytes(data), ContentType=content_type)
             else:
                 # s3transfer raises the part size to S3's 5 MiB minimum when the threshold is lower.
                 transfer = TransferConfig(
@@ -369,10 +332,9 @@ class S3Store(Store):
             return f"s3://{self.bucket}/{object_key}"
         if not isinstance(expires, int) or not 0 < expires <= MAX_PRESIGN_SECONDS:
             raise InvalidInput(f"expires={expires!r}: must be 1..{MAX_PRESIGN_SECONDS} seconds")
-        signer = s3_client(self.public_endpoint_url, self.region, max_attempts=self.max_attempts)
         with self._errors(key):
             return str(
-                signer.generate_presigned_url(
+                self._signer.client.generate_presigned_url(
                     "get_object", Params={"Bucket": self.bucket, "Key": object_key}, ExpiresIn=expires
                 )
             )

@@ -8,9 +8,14 @@
     AWS_DEFAULT_REGION        default us-east-1
     ASCENT_S3_PUBLIC_ENDPOINT endpoint that presigned URLs point at, when clients reach S3 by
                               another name than workers do (unset: AWS_ENDPOINT_URL)
-    ASCENT_MAX_ATTEMPTS       attempts per item before it is dead-lettered (default 3)
+    ASCENT_MAX_ATTEMPTS       deliveries of a shard whose worker process died (killed, out of memory)
+                              before its items are recorded failed (default 3; ascent.worker.attempts)
+    ASCENT_MAX_RETRIES        retries of a shard after a transient error (network, S3 5xx) before
+                              its items are recorded failed (default 5)
     ASCENT_MAX_PIXELS         largest input image, width × height (default 64,000,000)
     ASCENT_FLOWER_BASIC_AUTH  user:password[,user2:password2] for Flower
+    ASCENT_JOBS               extra job modules, module:ATTRIBUTE[,...] (ascent.shared.jobs)
+    ASCENT_FAULT_INJECT       a testing facility, never for production (ascent.worker.faults)
 
 AWS keys are deliberately not here: boto3 reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
 (or a profile, or an instance role) itself, so they can never end up in a task message or a log.
@@ -26,10 +31,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from shared.errors import InvalidInput
+from ascent.shared.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from shared.store import Store
+    from ascent.shared.jobs.base import Job
+    from ascent.shared.store import Store
 
 # Field -> environment variable; errors name both so the user knows what to fix.
 ENV_VARS: dict[str, str] = {
@@ -39,10 +45,14 @@ ENV_VARS: dict[str, str] = {
     "aws_region": "AWS_DEFAULT_REGION",
     "s3_public_endpoint_url": "ASCENT_S3_PUBLIC_ENDPOINT",
     "max_attempts": "ASCENT_MAX_ATTEMPTS",
+    "max_retries": "ASCENT_MAX_RETRIES",
     "max_pixels": "ASCENT_MAX_PIXELS",
     "flower_basic_auth": "ASCENT_FLOWER_BASIC_AUTH",
+    "jobs": "ASCENT_JOBS",
+    "fault_inject": "ASCENT_FAULT_INJECT",
 }
-_INT_FIELDS = ("max_attempts", "max_pixels")
+_INT_FIELDS = ("max_attempts", "max_retries", "max_pixels")
+_LIST_FIELDS = ("jobs",)
 _HIDDEN = "***"
 
 
@@ -82,19 +92,23 @@ class Settings:
     aws_region: str = "us-east-1"
     s3_public_endpoint_url: str | None = None
     max_attempts: int = 3
+    max_retries: int = 5
     # Below Pillow's own warning limit (89,478,485) so our clearer error fires first.
     max_pixels: int = 64_000_000
     flower_basic_auth: str | None = None
+    jobs: tuple[str, ...] = ()
+    fault_inject: str | None = None
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise _problem(name, f"must be a positive integer, got {value!r}")
+            least, what = (0, "a non-negative integer") if name == "max_retries" else (1, "a positive integer")
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise _problem(name, f"must be {what}, got {value!r}")
+        if not isinstance(self.jobs, tuple) or not all(isinstance(j, str) and ":" in j for j in self.jobs):
+            raise _problem("jobs", f"must be module:ATTRIBUTE references, got {self.jobs!r}")
         if self.broker_url is not None and "://" not in self.broker_url:
-            raise _problem(
-                "broker_url", f"{redact_url(self.broker_url)!r} is not a URL like redis://host:6379/0"
-            )
+            raise _problem("broker_url", f"{redact_url(self.broker_url)!r} is not a URL like redis://host:6379/0")
         if not self.store:
             raise _problem("store", "must be a store URI such as file:///data or s3://bucket/prefix")
         for name in ("aws_endpoint_url", "s3_public_endpoint_url"):
@@ -124,13 +138,13 @@ class Settings:
                     values[name] = int(raw)
                 except ValueError:
                     raise _problem(name, f"{raw!r} is not an integer") from None
+            elif name in _LIST_FIELDS:
+                values[name] = tuple(part.strip() for part in raw.split(",") if part.strip())
             else:
                 values[name] = raw
         return cls(**values)
 
-    def with_overrides(
-        self, *, broker: str | None = None, store: str | None = None, **fields: Any
-    ) -> Settings:
+    def with_overrides(self, *, broker: str | None = None, store: str | None = None, **fields: Any) -> Settings:
         """A copy with CLI flags applied; ``None`` means "keep the current value"."""
         changes = {k: v for k, v in fields.items() if v is not None}
         unknown = sorted(set(changes) - set(ENV_VARS))
@@ -142,6 +156,12 @@ class Settings:
             changes["store"] = store
         return dataclasses.replace(self, **changes)
 
+    def job_registry(self) -> Mapping[str, Job]:
+        """Ascent's jobs and the extra ones these settings name (``ascent.shared.jobs.registry``)."""
+        from ascent.shared.jobs import registry
+
+        return registry(self.jobs)
+
     def store_options(self) -> dict[str, Any]:
         """Keyword arguments for ``open_store`` (used by ``s3://`` stores, ignored by the others)."""
         return {
@@ -152,7 +172,7 @@ class Settings:
 
     def open_store(self, uri: str | None = None) -> Store:
         """The store at ``uri`` (default: this process's ``store``), configured from these settings."""
-        from shared.store import open_store
+        from ascent.shared.store import open_store
 
         return open_store(uri or self.store, **self.store_options())
 

@@ -1,189 +1,94 @@
-"""The job spec: one JSON type that flows producer -> broker -> worker -> store -> collector.
+"""The job spec and the run's plan: typed, JSON round-tripping types that flow producer -> broker ->
+worker -> store -> collector.
 
-It carries ids, URIs and parameters, never pixels and never credentials. ``JobSpec.validate`` is
+They carry ids, URIs and parameters, never pixels and never credentials. ``JobSpec.validate`` is
 the one validation, called by the producer before anything is enqueued and by the worker when a
-message arrives; errors name the field (``InvalidSpec.field``).
+message arrives; errors name the field (``InvalidSpec.field``). What a job's ``params`` are is the
+job's own (``ascent.shared.jobs``); the spec holds them as that job's ``JobParams``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from shared.catalog import MODEL_NAMES, NUM_CLASSES, PRECISIONS
-from shared.errors import InvalidSpec
+from ascent.shared.catalog import MODEL_NAMES, NUM_CLASSES
+from ascent.shared.errors import InvalidSpec
+from ascent.shared.params import JobParams
+
+if TYPE_CHECKING:
+    from ascent.shared.jobs.base import Job
 
 SPEC_VERSION = 1
-JOB_KINDS: tuple[str, ...] = ("fool", "saliency", "classviz", "style")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+MIN_SIZE, MAX_SIZE = 16, 4096
+ITEM_ID_WIDTH = 6
 
 
-def _positive_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+def item_id(index: int) -> str:
+    """The id of the ``index``-th item: zero-padded to six digits (``000017``), wider past a million."""
+    return f"{index:0{ITEM_ID_WIDTH}d}"
 
 
-def _non_negative_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+def shard_id(index: int) -> str:
+    """``shard-00000``, ``shard-00001``, ..."""
+    return f"shard-{index:05d}"
 
 
-def _positive_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and v == v and v != float("inf")
-
-
-def _non_negative_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf")
-
-
-def _class_id(v: Any) -> bool:
+def _is_class_id(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < NUM_CLASSES
-
-
-def _optional_class_id(v: Any) -> bool:
-    return v is None or _class_id(v)
-
-
-def _class_list(v: Any) -> bool:
-    return isinstance(v, list) and len(v) > 0 and all(_class_id(c) for c in v)
-
-
-def _int_list(v: Any) -> bool:
-    return isinstance(v, list) and len(v) > 0 and all(_non_negative_int(c) for c in v)
-
-
-def _number_list(v: Any) -> bool:
-    return isinstance(v, list) and len(v) > 0 and all(_non_negative_number(c) for c in v)
-
-
-def _uri_list(v: Any) -> bool:
-    return isinstance(v, list) and len(v) > 0 and all(isinstance(u, str) and u for u in v)
-
-
-def _one_of(*choices: Any) -> Callable[[Any], bool]:
-    return lambda v: v in choices
-
-
-@dataclass(frozen=True)
-class Param:
-    default: Any
-    check: Callable[[Any], bool]
-    meaning: str
-
-
-# The literal registry of job kinds and their parameters (defaults are REFERENCE.md's).
-PRECISION_PARAM = Param("fp32", _one_of(*PRECISIONS), "'fp32' (reference) or 'bf16' (autocast)")
-
-JOB_PARAMS: dict[str, dict[str, Param]] = {
-    "fool": {
-        "target": Param(None, _optional_class_id, "target class id 0..999, or null for untargeted"),
-        "lr": Param(1.0, _positive_number, "a positive step size"),
-        "max_iters": Param(100, _positive_int, "a positive integer"),
-        "extra_iters": Param(2, _non_negative_int, "a non-negative integer"),
-        "loss": Param("score", _one_of("score", "log_softmax"), "'score' (reference) or 'log_softmax'"),
-        "precision": PRECISION_PARAM,
-    },
-    "saliency": {
-        "loss": Param("cross_entropy", _one_of("cross_entropy", "score"), "'cross_entropy' or 'score'"),
-    },
-    "classviz": {
-        "classes": Param(None, _class_list, "a non-empty list of class ids 0..999"),
-        "iters": Param(100, _positive_int, "a positive integer"),
-        "lr": Param(25.0, _positive_number, "a positive step size"),
-        "l2_reg": Param(1e-3, _non_negative_number, "a non-negative number"),
-        "jitter": Param(16, _non_negative_int, "a non-negative integer (pixels)"),
-        "blur_every": Param(10, _non_negative_int, "a non-negative integer (0 = never)"),
-        "blur_sigma": Param(0.5, _non_negative_number, "a non-negative number"),
-        "seed": Param(0, _non_negative_int, "a non-negative integer"),
-        "precision": PRECISION_PARAM,
-    },
-    "style": {
-        "style": Param(None, _uri_list, "a non-empty list of style image URIs"),
-        "style_blend": Param(None, lambda v: v is None or _number_list(v), "weights, one per style image"),
-        "style_size": Param(512, _positive_int, "a positive integer (pixels)"),
-        "content_layer": Param(3, _non_negative_int, "a feature-layer index"),
-        "content_weight": Param(5e-2, _non_negative_number, "a non-negative number"),
-        "style_layers": Param([1, 4, 6, 7], _int_list, "a list of feature-layer indices"),
-        "style_weights": Param([20000, 500, 12, 1], _number_list, "non-negative weights, one per layer"),
-        "tv_weight": Param(5e-2, _non_negative_number, "a non-negative number"),
-        "iters": Param(200, _positive_int, "a positive integer"),
-        "lr": Param(3.0, _positive_number, "a positive step size"),
-        "decayed_lr": Param(0.1, _positive_number, "a positive step size"),
-        "decay_at": Param(180, _non_negative_int, "an iteration index"),
-        "init": Param("content", _one_of("content", "noise"), "'content' or 'noise'"),
-        "seed": Param(0, _non_negative_int, "a non-negative integer"),
-        "precision": PRECISION_PARAM,
-    },
-}
-
-# Named style presets (REFERENCE.md §1): size, style size and loss settings.
-STYLE_PRESETS: dict[str, dict[str, Any]] = {
-    "composition_vii": {
-        "size": 192,
-        "style_size": 512,
-        "content_layer": 3,
-        "content_weight": 5e-2,
-        "style_layers": [1, 4, 6, 7],
-        "style_weights": [20000, 500, 12, 1],
-        "tv_weight": 5e-2,
-    },
-    "scream": {
-        "size": 192,
-        "style_size": 224,
-        "content_layer": 3,
-        "content_weight": 3e-2,
-        "style_layers": [1, 4, 6, 7],
-        "style_weights": [200000, 800, 12, 1],
-        "tv_weight": 2e-2,
-    },
-    "starry_night": {
-        "size": 192,
-        "style_size": 192,
-        "content_layer": 3,
-        "content_weight": 6e-2,
-        "style_layers": [1, 4, 6, 7],
-        "style_weights": [300000, 1000, 15, 3],
-        "tv_weight": 2e-2,
-    },
-}
 
 
 @dataclass(frozen=True)
 class Item:
-    """One input of a run. ``source`` is a URI (file:///abs.png, file:///x.npz#3, s3://b/k, class:76)."""
+    """One input of a run. ``source`` is a URI (file:///abs.png, file:///x.npz#3, s3://b/k, class:76);
+    ``original``: the input as the user named it, when ``source`` is an uploaded copy."""
 
     item_id: str
     source: str
     label: int | None = None
+    original: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"item_id": self.item_id, "source": self.source, "label": self.label}
+        if self.original is not None:
+            d["original"] = self.original
+        return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Item:
+    def from_dict(cls, d: Any) -> Item:
         if not isinstance(d, Mapping):
             raise InvalidSpec("shard.items", "each item must be an object")
         item_id, source, label = d.get("item_id"), d.get("source"), d.get("label")
-        if not isinstance(item_id, str) or not _ID_RE.match(item_id):
+        if not isinstance(item_id, str) or not ID_PATTERN.match(item_id):
             raise InvalidSpec("shard.items.item_id", f"invalid item id {item_id!r}")
         if not isinstance(source, str) or not source:
             raise InvalidSpec("shard.items.source", f"item {item_id}: source must be a non-empty URI")
-        if label is not None and not _class_id(label):
+        if label is not None and not _is_class_id(label):
             raise InvalidSpec("shard.items.label", f"item {item_id}: label {label!r} is not a class id")
-        return cls(item_id=item_id, source=source, label=label)
+        original = d.get("original")
+        return cls(item_id, source, label, original if isinstance(original, str) else None)
 
 
 @dataclass(frozen=True)
 class Shard:
+    """Items run as one task and one batch."""
+
     shard_id: str
     items: tuple[Item, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"shard_id": self.shard_id, "items": [asdict(i) for i in self.items]}
+        return {"shard_id": self.shard_id, "items": [i.to_dict() for i in self.items]}
 
     @classmethod
     def from_dict(cls, d: Any) -> Shard:
         if not isinstance(d, Mapping):
             raise InvalidSpec("shard", "must be an object")
         shard_id = d.get("shard_id")
-        if not isinstance(shard_id, str) or not _ID_RE.match(shard_id):
+        if not isinstance(shard_id, str) or not ID_PATTERN.match(shard_id):
             raise InvalidSpec("shard.shard_id", f"invalid shard id {shard_id!r}")
         items = d.get("items")
         if not isinstance(items, list) or not items:
@@ -192,37 +97,70 @@ class Shard:
 
 
 @dataclass(frozen=True)
+class Manifest:
+    """The plan of a run: its shards in order (written before anything is enqueued)."""
+
+    run_id: str
+    shards: tuple[Shard, ...]
+
+    @property
+    def items(self) -> list[Item]:
+        return [item for shard in self.shards for item in shard.items]
+
+    @property
+    def n_items(self) -> int:
+        return sum(len(s.items) for s in self.shards)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "n_items": self.n_items, "shards": [s.to_dict() for s in self.shards]}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Manifest:
+        if not isinstance(d, Mapping) or not isinstance(d.get("shards"), list):
+            raise InvalidSpec("manifest", "must be an object with a list of shards")
+        return cls(str(d.get("run_id")), tuple(Shard.from_dict(s) for s in d["shards"]))
+
+
+@dataclass(frozen=True)
 class JobSpec:
-    """What to run. ``params`` holds the kind's parameters (see ``JOB_PARAMS``), filled with defaults
-    by ``validate``. ``size`` is the side images are resized and centre-cropped to (fool, saliency,
-    classviz) or the content's smaller side (style)."""
+    """What to run. ``params`` holds the kind's parameters (a mapping, or the job's ``JobParams``);
+    ``validate`` returns a copy with them as the job's ``JobParams``, defaults filled in. ``size`` is
+    the side images are resized and centre-cropped to (or the content's smaller side for style);
+    None = the job's default."""
 
     kind: str
     run_id: str
     store: str
     model: str = "squeezenet1_1"
     weights: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
+    params: Any = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
-    size: int = 224
+    size: int | None = None
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["inputs"] = list(self.inputs)
-        return d
+        params = self.params.to_dict() if isinstance(self.params, JobParams) else dict(self.params)
+        return {
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "store": self.store,
+            "model": self.model,
+            "weights": self.weights,
+            "params": params,
+            "inputs": list(self.inputs),
+            "size": self.size,
+            "version": self.version,
+        }
 
     @classmethod
-    def from_dict(cls, d: Any) -> JobSpec:
-        """Parse and validate; raises InvalidSpec naming the field."""
+    def from_dict(cls, d: Any, jobs: Mapping[str, Job] | None = None) -> JobSpec:
+        """Parse and validate against ``jobs`` (default: ``registry()``); raises InvalidSpec naming the field."""
         if not isinstance(d, Mapping):
             raise InvalidSpec("spec", "must be a JSON object")
         version = d.get("version")
         if version != SPEC_VERSION:
-            raise InvalidSpec(
-                "version", f"unsupported spec version {version!r} (this ascent reads {SPEC_VERSION})"
-            )
-        known = {"kind", "run_id", "store", "model", "weights", "params", "inputs", "size", "version"}
+            raise InvalidSpec("version", f"unsupported spec version {version!r} (this ascent reads {SPEC_VERSION})")
+        known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise InvalidSpec(unknown[0], "unknown field")
@@ -243,62 +181,35 @@ class JobSpec:
             weights=d.get("weights"),
             params=dict(params),
             inputs=tuple(inputs),
-            size=d.get("size", 224),
+            size=d.get("size"),
             version=version,
         )
-        return spec.validate()
+        return spec.validate(jobs)
 
-    def validate(self) -> JobSpec:
-        """Check every field; return a copy with the kind's default parameters filled in."""
-        if self.kind not in JOB_KINDS:
-            raise InvalidSpec("kind", f"unknown job kind {self.kind!r}; known: {', '.join(JOB_KINDS)}")
-        if not _ID_RE.match(self.run_id):
-            raise InvalidSpec(
-                "run_id", f"{self.run_id!r} must be 1-128 of A-Z a-z 0-9 . _ - and not start with . _ -"
-            )
+    def validate(self, jobs: Mapping[str, Job] | None = None) -> JobSpec:
+        """Check every field; return a copy with the job's parameters typed and defaults filled in.
+        ``jobs``: the registry that knows ``kind`` (default: ``ascent.shared.jobs.registry()``)."""
+        from ascent.shared.jobs import get_job
+
+        job = get_job(self.kind, jobs)
+        if not isinstance(self.run_id, str) or not ID_PATTERN.match(self.run_id):
+            raise InvalidSpec("run_id", f"{self.run_id!r} must be 1-128 of A-Z a-z 0-9 . _ - and not start with . _ -")
         if not self.store or "://" not in self.store:
-            raise InvalidSpec(
-                "store", f"{self.store!r} is not a store URI (file://... or s3://bucket/prefix)"
-            )
+            raise InvalidSpec("store", f"{self.store!r} is not a store URI (file://... or s3://bucket/prefix)")
         if self.model not in MODEL_NAMES:
             raise InvalidSpec("model", f"unknown model {self.model!r}; available: {', '.join(MODEL_NAMES)}")
         if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
             raise InvalidSpec("weights", "must be null, 'DEFAULT' or a checkpoint path")
-        if not _positive_int(self.size) or not 16 <= self.size <= 4096:
-            raise InvalidSpec("size", f"{self.size!r} must be an integer 16..4096")
-        schema = JOB_PARAMS[self.kind]
-        for name in self.params:
-            if name not in schema:
-                raise InvalidSpec(
-                    f"params.{name}", f"unknown parameter for {self.kind}; known: {', '.join(schema)}"
-                )
-        filled: dict[str, Any] = {}
-        for name, p in schema.items():
-            value = self.params.get(name, p.default)
-            if value is None and p.default is None and not p.check(None):
-                raise InvalidSpec(f"params.{name}", f"required: {p.meaning}")
-            if not p.check(value):
-                raise InvalidSpec(f"params.{name}", f"{value!r} is invalid: expected {p.meaning}")
-            filled[name] = value
-        if self.kind == "style":
-            if len(filled["style_layers"]) != len(filled["style_weights"]):
-                raise InvalidSpec("params.style_weights", "needs one weight per style layer")
-            blend = filled["style_blend"]
-            if blend is not None and len(blend) != len(filled["style"]):
-                raise InvalidSpec("params.style_blend", "needs one weight per style image")
-        if self.kind != "classviz" and not self.inputs:
+        size = job.default_size if self.size is None else self.size
+        if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+            raise InvalidSpec("size", f"{size!r} must be an integer {MIN_SIZE}..{MAX_SIZE}")
+        params = job.Params.from_dict(self.params)
+        for name, class_id in params.class_ids():
+            if class_id >= NUM_CLASSES:
+                raise InvalidSpec(f"params.{name}", f"class id {class_id} is out of range 0..{NUM_CLASSES - 1}")
+        if job.inputs is not None and not self.inputs:
             raise InvalidSpec("inputs", "no input images given")
-        return JobSpec(
-            kind=self.kind,
-            run_id=self.run_id,
-            store=self.store,
-            model=self.model,
-            weights=self.weights,
-            params=filled,
-            inputs=self.inputs,
-            size=self.size,
-            version=self.version,
-        )
+        return dataclasses.replace(self, params=params, size=size)
 
 
 def task_message(spec: JobSpec, shard: Shard) -> dict[str, Any]:
@@ -306,10 +217,10 @@ def task_message(spec: JobSpec, shard: Shard) -> dict[str, Any]:
     return {"version": SPEC_VERSION, "spec": spec.to_dict(), "shard": shard.to_dict()}
 
 
-def parse_task_message(message: Any) -> tuple[JobSpec, Shard]:
+def parse_task_message(message: Any, jobs: Mapping[str, Job] | None = None) -> tuple[JobSpec, Shard]:
     """Inverse of ``task_message``; raises InvalidSpec on a malformed or unknown-version message."""
     if not isinstance(message, Mapping):
         raise InvalidSpec("message", "a task message must be a JSON object")
     if message.get("version") != SPEC_VERSION:
         raise InvalidSpec("message.version", f"unsupported message version {message.get('version')!r}")
-    return JobSpec.from_dict(message.get("spec")), Shard.from_dict(message.get("shard"))
+    return JobSpec.from_dict(message.get("spec"), jobs), Shard.from_dict(message.get("shard"))

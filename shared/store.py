@@ -1,46 +1,23 @@
 """Storage behind a tiny interface, chosen by URI scheme.
 
 ``open_store("file:///data/ascent")``, ``open_store("memory://name")``, ``open_store("s3://bucket/prefix")``.
-Keys are relative, '/'-separated and built only from run, shard and item ids (``run_key``): an input
-file name never becomes a key. Layout of a run, under ``runs/<run_id>/``:
-
-    spec.json             the validated JobSpec
-    manifest.json         shards and their items (written by the producer before enqueueing)
-    uploads/<item_id>.<ext> local input files uploaded by the producer for remote workers
-    inputs/<item_id>.png  the preprocessed input the kernel saw (for the report); inputs/style-<k>.png
-    outputs/<item_id>.png result images (8-bit exact; saliency: the grayscale map)
-    records/<shard_id>.json per-shard record of every item, written after the outputs (commit marker)
-    summary.json, items.jsonl, report.html   written by the collector
+Keys are relative, '/'-separated and built only from run, shard and item ids (``ascent.shared.keys``):
+an input file name never becomes a key.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlparse
 
-from shared.errors import InvalidInput, NotFoundInStore
-
-_KEY_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-def validate_key(key: str) -> str:
-    """Return ``key`` if it is a safe relative key (no '..', no absolute path, plain characters)."""
-    parts = key.split("/")
-    if not key or any(not _KEY_PART.match(p) or p in (".", "..") or ".." in p for p in parts):
-        raise InvalidInput(f"unsafe store key {key!r}")
-    return key
-
-
-def run_key(run_id: str, *parts: str) -> str:
-    """``runs/<run_id>/<parts...>``, validated."""
-    return validate_key("/".join(("runs", run_id, *parts)))
+from ascent.shared.errors import InvalidInput, NotFoundInStore
+from ascent.shared.keys import validate_key
+from ascent.shared.uris import parse_uri, scheme_of
 
 
 class Store(ABC):
@@ -167,17 +144,15 @@ class FileStore(Store):
 
 
 def open_store(uri: str, **options: Any) -> Store:
-    """The store for ``uri``: ``file://`` (or a plain path), ``memory://``, ``s3://bucket/prefix``."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        path = unquote(parsed.path) if parsed.scheme == "file" else uri
-        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
-            path = unquote(parsed.netloc + parsed.path)  # file://relative/dir
-        return FileStore(path)
-    if parsed.scheme == "memory":
-        return MemoryStore(parsed.netloc or "default")
-    if parsed.scheme == "s3":
-        from shared.s3store import S3Store
+    """The store for ``uri``: ``file://`` (or a plain path), ``memory://``, ``s3://bucket/prefix``;
+    ``options`` configure S3 (endpoint_url, region, public_endpoint_url)."""
+    scheme = scheme_of(uri)
+    if scheme in ("", "file"):
+        return FileStore(parse_uri(uri, rows=False).path)
+    if scheme == "memory":
+        return MemoryStore(parse_uri(uri, rows=False).bucket)
+    if scheme == "s3":
+        from ascent.shared.s3store import S3Store
 
         return S3Store.from_uri(uri, **options)
     raise InvalidInput(f"unsupported store URI {uri!r}: use file://PATH, s3://BUCKET/PREFIX or memory://NAME")

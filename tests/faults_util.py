@@ -21,8 +21,8 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from producer.collector import Progress, progress, read_records
-from producer.embedded import (
+from ascent.producer.collector import Progress, progress, read_records
+from ascent.producer.embedded import (
     REDIS_CONFIG,
     Embedded,
     EmbeddedError,
@@ -32,8 +32,9 @@ from producer.embedded import (
     log_tail,
     stop_groups,
 )
-from shared.settings import Settings
-from shared.store import Store, run_key
+from ascent.shared.keys import run_key
+from ascent.shared.settings import Settings
+from ascent.shared.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,32 +81,12 @@ class Cluster(Embedded):
     ``env`` added to the workers' environment. CPU only, one torch thread per worker."""
 
     def __init__(self, settings: Settings, workers: int = 2, env: Mapping[str, str] | None = None) -> None:
-        super().__init__(settings, workers, startup_timeout=120.0, stop_grace=5.0)
-        self.extra_env = dict(env or {})
-        self.redis: RestartableRedis | None = None
-
-    def worker_env(self) -> dict[str, str]:
-        env = super().worker_env()
-        env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-        env.update(self.extra_env)
-        return env
-
-    def start(self) -> Cluster:
-        import tempfile
-
-        try:
-            self.tmpdir = Path(tempfile.mkdtemp(prefix="ascent-faults-"))
-            self.redis = RestartableRedis(self.tmpdir / "redis")
-            self.redis.start()
-            self._start_workers()
-            self._wait_for_workers()
-        except BaseException:
-            self.stop(grace=2.0)
-            raise
-        return self
+        env = {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+        super().__init__(settings, workers, startup_timeout=120.0, stop_grace=5.0, redis=RestartableRedis, env=env)
 
     def __enter__(self) -> Cluster:
-        return self.start()
+        self.start()
+        return self
 
     def pool_pids(self) -> set[int]:
         """Pids of the workers' pool processes (the children that run tasks)."""
@@ -131,7 +112,7 @@ class Cluster(Embedded):
         from kombu.exceptions import OperationalError
         from redis.exceptions import RedisError
 
-        from worker.app import create_app
+        from ascent.shared.queue import create_app
 
         app = create_app(self.settings)
         try:
@@ -153,15 +134,15 @@ class Cluster(Embedded):
 
 def ascent_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASCENT_")}
-    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
 
 
 def ascent(args: list[str], cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m producer ARGS`` to completion; stdout and stderr captured as text."""
+    """``python -m ascent.producer ARGS`` to completion; stdout and stderr captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "producer", *args],
+        [sys.executable, "-m", "ascent.producer", *args],
         cwd=cwd,
         env=ascent_env(**env),
         text=True,
@@ -170,9 +151,7 @@ def ascent(args: list[str], cwd: Path, timeout: float = 120, **env: str) -> subp
     )
 
 
-def ascent_ok(
-    args: list[str], cwd: Path, timeout: float = 120, **env: str
-) -> subprocess.CompletedProcess[str]:
+def ascent_ok(args: list[str], cwd: Path, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
     done = ascent(args, cwd, timeout, **env)
     assert done.returncode == 0, f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     return done
@@ -201,9 +180,7 @@ def wait_until(
         time.sleep(poll)
 
 
-def wait_complete(
-    store: Store, run_id: str, timeout: float, check: Callable[[], None] | None = None
-) -> Progress:
+def wait_complete(store: Store, run_id: str, timeout: float, check: Callable[[], None] | None = None) -> Progress:
     state: list[Progress] = []
 
     def complete() -> bool:
@@ -282,12 +259,13 @@ class FaultyProxy:
     Request k (counted from 0, all clients together) fares by ``k % 20``: 3 and 13 are answered
     503 ServiceUnavailable without being forwarded; 8 is forwarded (the server acts on it) and then
     answered 503; 18 is forwarded and its connection closed without an answer. Requests ``burst_at``
-    to ``burst_at + burst - 1`` are all answered 503 (longer than botocore's five attempts, so the
-    task-level retry has to step in). ``counts`` records what happened."""
+    to ``burst_at + burst - 1`` are all answered 503: longer than botocore's six attempts even when two
+    workers' requests interleave in it, so the task-level retry has to step in. ``counts`` records what
+    happened."""
 
     FATES: ClassVar[dict[int, str]] = {3: "before", 13: "before", 8: "after", 18: "drop"}
 
-    def __init__(self, upstream: str, *, burst_at: int = 40, burst: int = 12) -> None:
+    def __init__(self, upstream: str, *, burst_at: int = 40, burst: int = 30) -> None:
         self.burst_at, self.burst = burst_at, burst
         host_port = upstream.split("://", 1)[1].rstrip("/")
         self.upstream_host, port = host_port.rsplit(":", 1)
@@ -375,9 +353,7 @@ class FaultyProxy:
 
 
 @contextmanager
-def sampled_memory(
-    pids: Callable[[], list[int]], every: float = 0.1
-) -> Iterator[list[tuple[float, int, int]]]:
+def sampled_memory(pids: Callable[[], list[int]], every: float = 0.1) -> Iterator[list[tuple[float, int, int]]]:
     """Sample ``pids()`` every ``every`` seconds in a thread while the block runs; yields the list it fills
     with (monotonic time, total RSS, total PSS) in bytes. PSS splits shared pages (the forked pool
     processes share torch with their parent) between the processes, so the PSS total does not count

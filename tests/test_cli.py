@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,11 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from producer.cli import build_parser, job_params, main
-from shared.errors import InvalidSpec
-from shared.records import item_done, item_failed, shard_record
-from shared.spec import Item, JobSpec
-from shared.store import MemoryStore, run_key
+from ascent.producer.cli import build_parser, main
+from ascent.producer.options import job_params as params_from_flags
+from ascent.shared.catalog import resolve_class
+from ascent.shared.errors import InvalidSpec
+from ascent.shared.jobs import JOBS
+from ascent.shared.keys import run_key
+from ascent.shared.spec import Item, JobSpec
+from ascent.shared.store import MemoryStore
+from tests.records_util import item_done, item_failed, shard_record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,6 +108,10 @@ def test_every_run_job_takes_the_common_options():
         )
 
 
+def job_params(args):
+    return params_from_flags(JOBS[args.job], args, resolve_class)
+
+
 def test_precision_flag_reaches_the_spec_of_each_stepping_job(image):
     parser = build_parser()
     for job, required in (
@@ -116,7 +123,7 @@ def test_precision_flag_reaches_the_spec_of_each_stepping_job(image):
         assert job_params(args)[0]["precision"] == "bf16"
         assert "precision" not in job_params(parser.parse_args(["run", job, *required]))[0]  # spec default
     spec = JobSpec(kind="fool", run_id="r", store="file:///s", params={"target": 6}, inputs=("/i.png",))
-    assert spec.validate().params["precision"] == "fp32"
+    assert spec.validate().params.precision == "fp32"
     with pytest.raises(InvalidSpec) as err:
         JobSpec(**{**spec.to_dict(), "params": {"target": 6, "precision": "fp16"}}).validate()
     assert err.value.field == "params.precision"
@@ -130,9 +137,7 @@ def test_a_class_name_is_accepted_for_the_target(tmp_path, image, capsys):
 
 
 def test_an_ambiguous_class_name_is_refused_naming_the_field(tmp_path, image, capsys):
-    assert (
-        main(["run", "fool", "--images", str(image), "--target", "great", "--store", tmp_path.as_uri()]) == 2
-    )
+    assert main(["run", "fool", "--images", str(image), "--target", "great", "--store", tmp_path.as_uri()]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ascent: error: params.target: class name 'great' is ambiguous")
 
@@ -173,9 +178,7 @@ def test_a_malformed_broker_url_names_the_variable(image, tmp_path, capsys, monk
 def recorded_run(store: MemoryStore, run_id: str) -> None:
     """A saliency run of 3 items, 2 of them recorded (one done, one failed), written as a worker would."""
     items = [Item(f"00000{i}", f"file:///img/{i}.png", 1) for i in range(3)]
-    spec = JobSpec(
-        kind="saliency", run_id=run_id, store=store.uri, model="tiny", inputs=("file:///img",)
-    ).validate()
+    spec = JobSpec(kind="saliency", run_id=run_id, store=store.uri, model="tiny", inputs=("file:///img",)).validate()
     store.put_json(run_key(run_id, "spec.json"), spec.to_dict())
     manifest = {
         "run_id": run_id,
@@ -233,12 +236,10 @@ def test_collect_wait_gives_up_after_the_timeout_with_status_1(capsys):
     assert "run w1" in captured.out
 
 
-def test_python_dash_m_producer_is_the_ascent_command():
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def test_python_dash_m_ascent_producer_is_the_ascent_command():
     done = subprocess.run(
-        [sys.executable, "-m", "producer", "run", "fool", "--help"],
-        cwd=REPO,
-        env=env,
+        [sys.executable, "-m", "ascent.producer", "run", "fool", "--help"],
+        cwd=REPO.parent,
         capture_output=True,
         text=True,
         timeout=120,

@@ -14,20 +14,13 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from producer.collector import (
-    collect,
-    dedupe,
-    format_summary,
-    iteration_histogram,
-    percentile_nearest_rank,
-    progress,
-    read_records,
-    summarize,
-)
-from shared.catalog import class_names
-from shared.records import item_done, item_failed, shard_record
-from shared.spec import Item, JobSpec
-from shared.store import FileStore, MemoryStore, Store, run_key
+from ascent.producer.collector import collect, dedupe, format_summary, progress, read_records, summarize
+from ascent.shared.catalog import class_names
+from ascent.shared.keys import run_key
+from ascent.shared.spec import Item, JobSpec
+from ascent.shared.stats import iteration_histogram, percentile_nearest_rank
+from ascent.shared.store import FileStore, MemoryStore, Store
+from tests.records_util import item_done, item_failed, shard_record
 
 RUN = "run-1"
 STINGRAY, GOLDFISH, SHARK = 6, 1, 2
@@ -41,9 +34,7 @@ def png(value: int = 128, size: int = 16, mode: str = "RGB") -> bytes:
 
 
 def write_spec(store: Store, run_id: str, kind: str, params: dict[str, Any], inputs: tuple[str, ...]) -> dict:
-    spec = (
-        JobSpec(kind=kind, run_id=run_id, store=store.uri, params=params, inputs=inputs).validate().to_dict()
-    )
+    spec = JobSpec(kind=kind, run_id=run_id, store=store.uri, params=params, inputs=inputs).validate().to_dict()
     store.put_json(run_key(run_id, "spec.json"), spec)
     return spec
 
@@ -130,9 +121,7 @@ def build_fool_run(store: Store, run_id: str = RUN, hostile_source: str | None =
     )
     failed_a05 = item_failed(items[5], "a05: CUDA out of memory")
     failed_a11 = item_failed(items[11], "a11: cannot identify image file (not an image?)")
-    write_record(
-        store, run_id, "fool", "s0", "s0", [done[0], done[1], done[2], done[3], done[4], failed_a05], 10.0
-    )
+    write_record(store, run_id, "fool", "s0", "s0", [done[0], done[1], done[2], done[3], done[4], failed_a05], 10.0)
     write_record(store, run_id, "fool", "s0", "s0-retry", [done[3]], 20.0, worker="gpu-1")
     write_record(
         store,
@@ -428,7 +417,7 @@ def test_histogram_bins_are_integer_and_at_most_twenty() -> None:
 
 def test_a_fool_run_with_nothing_fooled_has_null_statistics() -> None:
     it = Item("a", "file:///a.png", 1)
-    spec = {"kind": "fool", "run_id": "r", "model": "tiny", "params": {"target": 6}}
+    spec = JobSpec("fool", "r", "memory://r", model="tiny", params={"target": 6}, inputs=("file:///a.png",))
     manifest = {"run_id": "r", "n_items": 1, "shards": [{"shard_id": "s", "items": [asdict(it)]}]}
     s = summarize(spec, manifest, [item_failed(it, "a: broken")])
     assert (s["fooling_rate"], s["iterations"]["median"], s["l2"]["max"]) == (None, None, None)
@@ -436,5 +425,5 @@ def test_a_fool_run_with_nothing_fooled_has_null_statistics() -> None:
 
 
 def test_the_collector_and_report_do_not_import_torch() -> None:
-    code = "import sys, producer.collector, producer.report; sys.exit('torch' in sys.modules)"
+    code = "import sys, ascent.producer.collector, ascent.producer.report; sys.exit('torch' in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

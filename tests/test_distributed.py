@@ -28,9 +28,9 @@ import pytest
 import redis
 from PIL import Image
 
-from producer.embedded import REDIS_CONFIG, find_redis_server, free_port, stop_groups
-from shared.settings import Settings
-from worker import DEFAULT_QUEUE
+from ascent.producer.embedded import REDIS_CONFIG, find_redis_server, free_port, stop_groups
+from ascent.shared.queue import DEFAULT_QUEUE
+from ascent.shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 N_IMAGES = 6
@@ -47,26 +47,22 @@ def ascent_env(**extra: str) -> dict[str, str]:
     """The environment of an ``ascent`` subprocess: no settings inherited from this one, one CPU thread
     (float results, hence iteration counts, depend on the thread count), no GPU."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ASCENT_", "AWS_", "FLOWER_"))}
-    env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    env.update(PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
     env.update(extra)
     return env
 
 
-def ascent(
-    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300
-) -> subprocess.CompletedProcess:
-    """``ascent ARGS`` (``python -m producer``) to completion; fails the test on a non-zero exit."""
+def ascent(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``ascent ARGS`` (``python -m ascent.producer``) to completion; fails the test on a non-zero exit."""
     done = subprocess.run(
-        [sys.executable, "-m", "producer", *args],
+        [sys.executable, "-m", "ascent.producer", *args],
         env=env,
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
     )
-    assert done.returncode == 0, (
-        f"ascent {' '.join(args)}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    )
+    assert done.returncode == 0, f"ascent {' '.join(args)}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
     return done
 
 
@@ -125,7 +121,7 @@ class Workers:
         for name in names:
             log = logs / f"{name}.log"
             with open(log, "ab") as out:
-                argv = [sys.executable, "-m", "producer", "worker", "--concurrency", "1", "-n", f"{name}@%h"]
+                argv = [sys.executable, "-m", "ascent.producer", "worker", "--concurrency", "1", "-n", f"{name}@%h"]
                 proc = subprocess.Popen(
                     argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
                 )
@@ -137,7 +133,7 @@ class Workers:
 
     def wait_until_ready(self, timeout: float = 180) -> None:
         """Until every worker answers a ping; fails with the log of one that exited or stayed silent."""
-        from worker.app import create_app
+        from ascent.shared.queue import create_app
 
         app = create_app(Settings(broker_url=self.broker_url))
         deadline = time.monotonic() + timeout
@@ -148,9 +144,7 @@ class Workers:
                     assert w.proc.poll() is None, f"worker {w.name} exited:\n{w.output()[-3000:]}"
                 for reply in app.control.ping(timeout=1.0) or []:
                     waiting -= set(reply)
-                assert time.monotonic() < deadline, (
-                    f"not ready: {waiting}\n{self.workers[0].output()[-3000:]}"
-                )
+                assert time.monotonic() < deadline, f"not ready: {waiting}\n{self.workers[0].output()[-3000:]}"
         finally:
             app.close()
 
@@ -296,9 +290,7 @@ def test_local_inputs_are_uploaded_once_and_two_workers_give_the_embedded_runs_s
     cluster, val_images, weights, embedded_summary
 ):
     reference, reference_root = embedded_summary
-    run_id, summary, printed = cluster.submit_and_collect(
-        ["fool", "--images", str(val_images), *FOOL_ARGS, *weights]
-    )
+    run_id, summary, printed = cluster.submit_and_collect(["fool", "--images", str(val_images), *FOOL_ARGS, *weights])
 
     assert comparable(summary) == comparable(reference)
     assert summary["n_done"] == N_IMAGES and 0 < summary["n_fooled"] < N_IMAGES  # a meaningful comparison
@@ -310,14 +302,9 @@ def test_local_inputs_are_uploaded_once_and_two_workers_give_the_embedded_runs_s
     uploads = cluster.keys(run_id, "uploads")
     assert sorted(k.rsplit("/", 1)[1] for k in uploads) == [f"{i:06d}.png" for i in range(N_IMAGES)]
     for i in range(N_IMAGES):
-        assert (
-            cluster.get(cluster.key(run_id, "uploads", f"{i:06d}.png"))
-            == (val_images / f"img-{i}.png").read_bytes()
-        )
+        assert cluster.get(cluster.key(run_id, "uploads", f"{i:06d}.png")) == (val_images / f"img-{i}.png").read_bytes()
     manifest_items = [i for s in cluster.get_json(run_id, "manifest.json")["shards"] for i in s["items"]]
-    assert [i["original"] for i in manifest_items] == [
-        (val_images / f"img-{i}.png").as_uri() for i in range(N_IMAGES)
-    ]
+    assert [i["original"] for i in manifest_items] == [(val_images / f"img-{i}.png").as_uri() for i in range(N_IMAGES)]
     assert [i["source"] for i in manifest_items] == [
         f"{cluster.store}/runs/{run_id}/uploads/{i:06d}.png" for i in range(N_IMAGES)
     ]
@@ -341,9 +328,7 @@ def test_local_inputs_are_uploaded_once_and_two_workers_give_the_embedded_runs_s
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_an_s3_prefix_is_read_in_place_and_gives_the_same_summary(
-    cluster, val_images, weights, embedded_summary
-):
+def test_an_s3_prefix_is_read_in_place_and_gives_the_same_summary(cluster, val_images, weights, embedded_summary):
     reference, _ = embedded_summary
     for i in range(N_IMAGES):  # the same images, in the bucket (and a hidden file that is skipped)
         body = (val_images / f"img-{i}.png").read_bytes()
@@ -392,9 +377,7 @@ def test_task_messages_carry_no_credentials_and_are_json(cluster, tmp_path):
     client = cluster.redis.client(db=1)
     try:
         raw_messages = client.lrange(DEFAULT_QUEUE, 0, -1)
-        everything = b"".join(
-            k + b"".join(v if isinstance(v, list) else [v]) for k, v in _dump(client).items()
-        )
+        everything = b"".join(k + b"".join(v if isinstance(v, list) else [v]) for k, v in _dump(client).items())
     finally:
         client.close()
 
@@ -464,11 +447,13 @@ def npz_bytes(n: int) -> bytes:
 
 
 def test_local_inputs_are_uploaded_once_under_item_ids_never_file_names(tmp_path):
-    from producer.inputs import enumerate_inputs
-    from producer.submit import upload_inputs
-    from shared.sources import load_source_image
-    from shared.spec import JobSpec
-    from shared.store import MemoryStore
+    from ascent.producer.inputs import enumerate_inputs
+    from ascent.producer.submit import upload_inputs
+    from ascent.shared.sources import SourceReader
+    from ascent.shared.spec import JobSpec
+    from ascent.shared.store import MemoryStore
+
+    load_source_image = SourceReader().load_image
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -500,8 +485,8 @@ def test_local_inputs_are_uploaded_once_under_item_ids_never_file_names(tmp_path
         f"{base}/000002.npz#2",
         f"{base}/000001.png",  # the same file as item 000001: not uploaded again
     ]
-    assert done.originals == {i.item_id: i.source for i in items}
-    assert done.spec.params["style"] == [f"{base}/style-0", "s3://bucket/styles/monet.jpg"]
+    assert {i.item_id: i.original for i in done.items} == {i.item_id: i.source for i in items}
+    assert done.spec.params.style == (f"{base}/style-0", "s3://bucket/styles/monet.jpg")
     assert done.spec.inputs == spec.inputs  # what the user named, for the record
     # Workers read the copies.
     image, label = load_source_image(f"{base}/000002.npz#2")
@@ -510,11 +495,11 @@ def test_local_inputs_are_uploaded_once_under_item_ids_never_file_names(tmp_path
 
 
 def test_submit_uploads_only_for_stores_other_workers_cannot_see_the_producers_files(tmp_path, redis_url):
-    from producer.inputs import enumerate_inputs
-    from producer.submit import submit
-    from shared.spec import JobSpec
-    from shared.store import FileStore, MemoryStore
-    from worker.app import create_app
+    from ascent.producer.inputs import enumerate_inputs
+    from ascent.producer.submit import submit
+    from ascent.shared.queue import create_app
+    from ascent.shared.spec import JobSpec
+    from ascent.shared.store import FileStore, MemoryStore
 
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(png_bytes(7))
@@ -524,7 +509,7 @@ def test_submit_uploads_only_for_stores_other_workers_cannot_see_the_producers_f
     try:
         for store in (FileStore(tmp_path / "store"), MemoryStore(f"submit-{secrets.token_hex(4)}")):
             spec = JobSpec("saliency", "r1", store.uri, model="tiny", inputs=("x",))
-            manifest = submit(spec, items, 4, store, app, note=notes.append)
+            manifest = submit(spec, items, 4, store, app, note=notes.append).to_dict()
             item = manifest["shards"][0]["items"][0]
             if isinstance(store, FileStore):  # read in place
                 assert store.list("runs/r1/uploads/") == [] and "original" not in item
@@ -544,8 +529,8 @@ def test_submit_uploads_only_for_stores_other_workers_cannot_see_the_producers_f
 
 @pytest.mark.integration
 def test_an_s3_prefix_lists_image_objects_like_a_folder(s3_endpoint, s3_bucket):
-    from producer.inputs import enumerate_inputs
-    from shared.sources import load_source_image
+    from ascent.producer.inputs import enumerate_inputs
+    from ascent.shared.sources import SourceReader
 
     s3 = boto3_client(s3_endpoint)
     for key, body in {
@@ -564,7 +549,8 @@ def test_an_s3_prefix_lists_image_objects_like_a_folder(s3_endpoint, s3_bucket):
     expected = [f"s3://{s3_bucket}/val/{k}" for k in ("a%20b%231.JPG", "b.png", "sub/c.png")]
     for uri in (f"s3://{s3_bucket}/val/", f"s3://{s3_bucket}/val"):
         assert [i.source for i in enumerate_inputs([uri], settings=settings)] == expected
-    pixels = [load_source_image(u, settings)[0][0, 0, 0] for u in expected]
+    reader = SourceReader(settings)
+    pixels = [reader.load_image(u)[0][0, 0, 0] for u in expected]
     assert pixels == [1, 2, 3]
 
     one = enumerate_inputs([f"s3://{s3_bucket}/val/b.png"], settings=settings)
@@ -574,7 +560,7 @@ def test_an_s3_prefix_lists_image_objects_like_a_folder(s3_endpoint, s3_bucket):
         (f"s3://{s3_bucket}/val/batch.npz#0", 10),
         (f"s3://{s3_bucket}/val/batch.npz#1", 11),
     ]
-    assert load_source_image(rows[1].source, settings)[1] == 11
+    assert reader.load_image(rows[1].source)[1] == 11
 
 
 @pytest.mark.integration
@@ -588,8 +574,8 @@ def test_an_s3_prefix_lists_image_objects_like_a_folder(s3_endpoint, s3_bucket):
     ],
 )
 def test_a_bad_s3_input_names_the_inputs_field(s3_endpoint, s3_bucket, where, message):
-    from producer.inputs import enumerate_inputs
-    from shared.errors import InvalidSpec
+    from ascent.producer.inputs import enumerate_inputs
+    from ascent.shared.errors import InvalidSpec
 
     with pytest.raises(InvalidSpec) as error:
         enumerate_inputs([where.format(bucket=s3_bucket)], settings=Settings(aws_endpoint_url=s3_endpoint))
@@ -603,7 +589,7 @@ def boto3_client(endpoint: str) -> Any:
 
 
 def test_s3_clients_use_path_style_with_an_endpoint_standard_retries_and_timeouts(monkeypatch):
-    from shared.s3store import S3Store
+    from ascent.shared.s3store import S3Store
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")  # presigning needs some credentials
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "example-secret")

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from producer.cli import build_parser
-from shared.settings import ENV_VARS, Settings
+from ascent.producer.cli import build_parser
+from ascent.shared.settings import ENV_VARS, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -229,9 +229,7 @@ def pyproject_dependencies() -> dict[str, str]:
 
 def test_producer_image_installs_no_torch() -> None:
     dockerfile = DOCKER / "producer.Dockerfile"
-    installs = [
-        args for keyword, args in instructions(dockerfile) if keyword == "RUN" and "pip install" in args
-    ]
+    installs = [args for keyword, args in instructions(dockerfile) if keyword == "RUN" and "pip install" in args]
     assert installs
     for step in [step for run in installs for step in run.split("&&") if "pip install" in step]:
         assert "torch" not in step, f"the producer image installs torch: {step}"

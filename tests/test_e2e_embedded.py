@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from producer.embedded import port_open
+from ascent.producer.embedded import port_open
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,15 +30,15 @@ READY = re.compile(r"embedded Redis at redis://127\.0\.0\.1:(\d+)/0")
 
 
 class Ascent:
-    """``python -m producer ARGS`` as a subprocess; records every descendant process while it runs."""
+    """``python -m ascent.producer ARGS`` as a subprocess; records every descendant process while it runs."""
 
     def __init__(self, args: list[str], cwd: Path) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("ASCENT_BROKER_URL", "ASCENT_STORE")}
         # CPU workers with one thread each, like the in-process reference below: float results (and so
         # iteration counts) depend on the device, the thread count and the batch.
-        env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+        env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "producer", *args],
+            [sys.executable, "-m", "ascent.producer", *args],
             cwd=cwd,
             env=env,
             text=True,
@@ -159,7 +159,7 @@ def torch_threads(n: int) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def squeezenet(assets):
-    from shared.models import load_classifier
+    from ascent.shared.models import load_classifier
 
     return load_classifier(
         "squeezenet1_1", weights=assets / "weights" / "squeezenet1_1_fp16_from_ncnn.pth", device="cpu"
@@ -169,7 +169,7 @@ def squeezenet(assets):
 def test_a_fool_run_reproduces_the_kernel_run_in_process_and_its_pngs_classify_as_recorded(
     assets, tmp_path, squeezenet
 ):
-    from shared.kernels import fool
+    from ascent.shared.kernels import fool
 
     npz = assets / "cs231n" / "datasets" / "imagenet_val_25.npz"
     weights = assets / "weights" / "squeezenet1_1_fp16_from_ncnn.pth"
@@ -207,7 +207,7 @@ def test_a_fool_run_reproduces_the_kernel_run_in_process_and_its_pngs_classify_a
 
 
 def test_a_style_run_lowers_the_style_loss_below_the_content_images(assets, tmp_path, squeezenet):
-    from shared.losses import gram_matrix, style_loss
+    from ascent.shared.losses import gram_matrix, style_loss
 
     styles = assets / "cs231n" / "styles"
     weights = assets / "weights" / "squeezenet1_1_fp16_from_ncnn.pth"
@@ -229,9 +229,7 @@ def test_a_style_run_lowers_the_style_loss_below_the_content_images(assets, tmp_
             output = load_png(root / "outputs" / f"{item_id}.png")
             content = load_png(root / "inputs" / f"{item_id}.png")
             assert output.shape == content.shape and min(output.shape[:2]) == 64
-            before = float(
-                style_loss(squeezenet.features(as_batch([content])), layers, targets, layer_weights)
-            )
+            before = float(style_loss(squeezenet.features(as_batch([content])), layers, targets, layer_weights))
             assert record["style_loss"] < 0.5 * before, (item_id, record["style_loss"], before)
 
 
@@ -289,9 +287,7 @@ def test_a_classviz_run_renders_one_image_per_class(assets, tmp_path):
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
     ids=["SIGINT", "SIGTERM"],
 )
-def test_ctrl_c_or_sigterm_in_the_middle_of_a_run_stops_every_process_it_started(
-    assets, tmp_path, sig, code, word
-):
+def test_ctrl_c_or_sigterm_in_the_middle_of_a_run_stops_every_process_it_started(assets, tmp_path, sig, code, word):
     npz = assets / "cs231n" / "datasets" / "imagenet_val_25.npz"
     weights = assets / "weights" / "squeezenet1_1_fp16_from_ncnn.pth"
     args = ["run", "fool", "--images", str(npz), "--target", "6", "--weights", str(weights), "--workers", "2"]

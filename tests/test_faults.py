@@ -23,11 +23,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from producer.collector import collect, progress
-from shared.settings import Settings
-from shared.store import FileStore, run_key
-from worker import DEFAULT_QUEUE, RUN_SHARD_TASK
-from worker.handlers import attempts_prefix, died_attempts
+from ascent.producer.collector import collect, progress
+from ascent.shared.keys import run_key
+from ascent.shared.queue import DEFAULT_QUEUE, RUN_SHARD_TASK
+from ascent.shared.settings import Settings
+from ascent.shared.store import FileStore
+from ascent.worker.attempts import Attempts
 
 from .faults_util import (
     Cluster,
@@ -72,23 +73,15 @@ def ids(n: int) -> list[str]:
     return [f"{i:06d}" for i in range(n)]
 
 
-class _Shard:
-    """Just enough of a Shard/JobSpec for the attempt helpers (they read run_id and shard_id)."""
-
-    def __init__(self, run_id: str, shard_id: str) -> None:
-        self.run_id, self.shard_id = run_id, shard_id
-
-
 def attempt_markers(store: FileStore, run_id: str, shard_id: str) -> list[dict]:
-    ref = _Shard(run_id, shard_id)
-    return [store.get_json(k) for k in died_attempts(store, ref, ref)]  # type: ignore[arg-type]
+    return [store.get_json(k) for k in Attempts(store, run_id, shard_id).died()]
 
 
 # ----------------------------------------------------------------------------- in-process: the pieces
 
 
 def _spec_and_shard(tmp_path: Path, store: FileStore, n: int = 2):
-    from shared.spec import Item, JobSpec, Shard
+    from ascent.shared.spec import Item, JobSpec, Shard
 
     sources = [write_png(tmp_path / "in" / f"{i}.png", 32, seed=i).as_uri() for i in range(n)]
     spec = JobSpec(kind="saliency", run_id="unit", store=store.uri, model="tiny", inputs=("x",), size=32)
@@ -96,29 +89,32 @@ def _spec_and_shard(tmp_path: Path, store: FileStore, n: int = 2):
 
 
 def test_an_attempt_that_returns_leaves_no_marker_and_one_that_died_is_counted(tmp_path):
-    from worker.handlers import run_shard, start_attempt
+    from ascent.worker.handler import run_shard
+    from ascent.worker.runtime import WorkerRuntime
 
     store = FileStore(tmp_path / "store")
     spec, shard = _spec_and_shard(tmp_path, store)
-    settings = Settings(store=store.uri, max_attempts=2)
-    start_attempt(store, spec, shard, {"worker": "w@h"})  # as if its process had been killed
-    assert len(died_attempts(store, spec, shard)) == 1
+    runtime = WorkerRuntime.build(Settings(store=store.uri, max_attempts=2))
+    attempts = Attempts(store, spec.run_id, shard.shard_id)
+    attempts.start({"worker": "w@h"})  # as if its process had been killed
+    assert len(attempts.died()) == 1
 
-    record = run_shard(spec, shard, store, settings, "cpu")
+    record = run_shard(spec, shard, store, runtime, "cpu")
 
-    assert [i["status"] for i in record["items"]] == ["done", "done"]
-    assert len(died_attempts(store, spec, shard)) == 1  # only the dead one is left
+    assert [i.status for i in record.items] == ["done", "done"]
+    assert len(attempts.died()) == 1  # only the dead one is left
 
 
 def test_a_shard_whose_processes_died_max_attempts_times_is_recorded_failed_without_running(tmp_path):
-    from worker.handlers import run_shard, start_attempt
+    from ascent.worker.handler import run_shard
+    from ascent.worker.runtime import WorkerRuntime
 
     store = FileStore(tmp_path / "store")
     spec, shard = _spec_and_shard(tmp_path, store)
     for _ in range(3):
-        start_attempt(store, spec, shard, None)
+        Attempts(store, spec.run_id, shard.shard_id).start()
 
-    record = run_shard(spec, shard, store, Settings(store=store.uri), "cpu")
+    record = run_shard(spec, shard, store, WorkerRuntime.build(Settings(store=store.uri)), "cpu").to_dict()
 
     assert record["attempts"] == 3 and [i["status"] for i in record["items"]] == ["failed", "failed"]
     assert all("the worker process died 3 times" in i["error"] for i in record["items"])
@@ -126,33 +122,32 @@ def test_a_shard_whose_processes_died_max_attempts_times_is_recorded_failed_with
 
 
 def test_the_fault_plan_parses_sleep_and_kill_and_refuses_anything_else():
-    from shared.errors import InvalidInput
-    from worker.handlers import fault_plan
+    from ascent.shared.errors import InvalidInput
+    from ascent.worker.faults import FaultInjector
 
-    assert fault_plan("") == {}
-    assert fault_plan("sleep:000002:1.5, kill:000007") == {"000002": ("sleep", 1.5), "000007": ("kill", 0.0)}
+    assert FaultInjector.parse("").plan == {}
+    plan = FaultInjector.parse("sleep:000002:1.5, kill:000007").plan
+    assert plan == {"000002": ("sleep", 1.5), "000007": ("kill", 0.0)}
     for bad in ("explode:000001", "sleep:000001", "sleep:000001:soon", "kill:", "sleep:1:-1"):
         with pytest.raises(InvalidInput, match="ASCENT_FAULT_INJECT"):
-            fault_plan(bad)
+            FaultInjector.parse(bad)
 
 
-def test_a_wildcard_sleep_makes_every_shard_sleep_once_and_a_wildcard_kill_is_refused(monkeypatch):
-    from shared.errors import InvalidInput
-    from shared.spec import Item
-    from worker import handlers
+def test_a_wildcard_sleep_makes_every_shard_sleep_once_and_a_wildcard_kill_is_refused():
+    import dataclasses
 
-    assert handlers.fault_plan("sleep:*:0.25") == {"*": ("sleep", 0.25)}
+    from ascent.shared.errors import InvalidInput
+    from ascent.shared.spec import Item
+    from ascent.worker.runtime import WorkerRuntime
+
     with pytest.raises(InvalidInput, match="ASCENT_FAULT_INJECT"):
-        handlers.fault_plan("kill:*")
+        WorkerRuntime.build(Settings(fault_inject="kill:*"))  # a malformed plan stops the worker at start
+    faults = WorkerRuntime.build(Settings(fault_inject="sleep:*:0.25")).faults
+    assert faults.plan == {"*": ("sleep", 0.25)}
     slept: list[float] = []
-    monkeypatch.setattr(handlers.time, "sleep", slept.append)
-    monkeypatch.setenv("ASCENT_FAULT_INJECT", "sleep:*:0.25")
-    handlers.fault_plan.cache_clear()
-    try:
-        handlers.inject_faults([Item("000001", "file:///a.png", None), Item("000002", "file:///b.png", None)])
-    finally:
-        monkeypatch.delenv("ASCENT_FAULT_INJECT")
-        handlers.fault_plan.cache_clear()
+    dataclasses.replace(faults, sleep=slept.append).apply(
+        [Item("000001", "file:///a.png", None), Item("000002", "file:///b.png", None)]
+    )
     assert slept == [0.25]  # once per shard, not once per item
 
 
@@ -160,9 +155,9 @@ def test_a_wildcard_sleep_makes_every_shard_sleep_once_and_a_wildcard_kill_is_re
 def test_resume_enqueues_exactly_the_shards_without_a_record(tmp_path, redis_url):
     import redis
 
-    from producer.submit import plan_run, record_run, resume
-    from shared.spec import Item
-    from worker.app import create_app
+    from ascent.producer.submit import plan_run, record_run, resume
+    from ascent.shared.queue import create_app
+    from ascent.shared.spec import Item
 
     store = FileStore(tmp_path / "store")
     spec, _ = _spec_and_shard(tmp_path, store)
@@ -183,13 +178,11 @@ def test_resume_enqueues_exactly_the_shards_without_a_record(tmp_path, redis_url
 
 
 def test_resume_of_a_run_that_was_never_recorded_says_so(tmp_path, capsys):
-    from producer.cli import main
+    from ascent.producer.cli import main
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}  # main() sets them
     try:
-        code = main(
-            ["resume", "nope", "--broker", "redis://127.0.0.1:1/0", "--store", (tmp_path / "s").as_uri()]
-        )
+        code = main(["resume", "nope", "--broker", "redis://127.0.0.1:1/0", "--store", (tmp_path / "s").as_uri()])
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
@@ -198,7 +191,7 @@ def test_resume_of_a_run_that_was_never_recorded_says_so(tmp_path, capsys):
 
 
 def test_workers_reconnect_to_the_broker_for_ever_with_socket_timeouts_and_health_checks():
-    from worker.app import create_app
+    from ascent.shared.queue import create_app
 
     conf = create_app(Settings(broker_url="redis://127.0.0.1:1/0")).conf
     assert conf.broker_connection_retry and conf.broker_connection_max_retries is None
@@ -221,9 +214,7 @@ def test_a_pool_process_killed_mid_shard_is_redelivered_and_every_item_is_record
     env = {"ASCENT_FAULT_INJECT": "sleep:000002:3"}
     with Cluster(Settings(store=store.uri), workers=2, env=env) as cluster:
         ascent_ok(submit_args(npz, "killed", cluster.broker_url, store.uri, 2), tmp_path)
-        victim = wait_until(
-            lambda: attempt_markers(store, "killed", "shard-00001"), 60, "shard-00001 to start"
-        )[0]
+        victim = wait_until(lambda: attempt_markers(store, "killed", "shard-00001"), 60, "shard-00001 to start")[0]
         assert victim["pid"] in cluster.pool_pids()
         os.kill(victim["pid"], signal.SIGKILL)
 
@@ -264,7 +255,7 @@ def test_a_shard_that_always_kills_its_process_is_failed_after_the_attempt_limit
     assert all(rows[i]["status"] == "done" for i in ("000000", "000001", "000004", "000005"))
     assert len(attempt_markers(store, "deadly", "shard-00001")) == 3
     assert store.get_json(run_key("deadly", "records", "shard-00001.json"))["attempts"] == 3
-    assert store.list(attempts_prefix(_Shard("deadly", "shard-00000"), _Shard("deadly", "shard-00000"))) == []
+    assert attempt_markers(store, "deadly", "shard-00000") == []
 
 
 # ----------------------------------------------------------------------------- the broker restarts empty
@@ -296,9 +287,7 @@ def test_after_redis_restarts_empty_resume_and_the_surviving_workers_complete_th
         assert before.pending > 0, "the run finished before Redis was killed: nothing to resume"
 
         resumed_at = time.time()
-        resumed = ascent_ok(
-            ["resume", "restart", "--broker", cluster.broker_url, "--store", store.uri], tmp_path
-        )
+        resumed = ascent_ok(["resume", "restart", "--broker", cluster.broker_url, "--store", store.uri], tmp_path)
         shards_left = (before.pending + 1) // 2
         assert f"run restart: re-enqueued {shards_left} of 8 shards" in resumed.stdout
         # Running it again while the workers run is harmless (duplicates are skipped or deduplicated).
@@ -327,7 +316,7 @@ def test_after_redis_restarts_empty_resume_and_the_surviving_workers_complete_th
 def test_a_run_against_an_s3_endpoint_failing_a_fifth_of_requests_completes_with_every_output_present(
     tmp_path, s3_endpoint, s3_bucket
 ):
-    from shared.s3store import S3Store
+    from ascent.shared.s3store import S3Store
 
     n = 8
     npz = write_npz(tmp_path / "in.npz", n, 32)
@@ -337,16 +326,12 @@ def test_a_run_against_an_s3_endpoint_failing_a_fifth_of_requests_completes_with
         # Only the workers go through the proxy: every read and write they make may fail.
         env = {"AWS_ENDPOINT_URL": proxy.url}
         with Cluster(Settings(store=uri), workers=2, env=env) as cluster:
-            ascent_ok(
-                submit_args(npz, "flaky", cluster.broker_url, uri, 2), tmp_path, AWS_ENDPOINT_URL=s3_endpoint
-            )
+            ascent_ok(submit_args(npz, "flaky", cluster.broker_url, uri, 2), tmp_path, AWS_ENDPOINT_URL=s3_endpoint)
             wait_complete(direct, "flaky", 90, check=cluster.check_workers)
             logs = cluster.logs()
         counts = dict(proxy.counts)
 
-    assert counts["requests"] > proxy.burst_at + proxy.burst and proxy.failed >= counts["requests"] / 5, (
-        counts
-    )
+    assert counts["requests"] > proxy.burst_at + proxy.burst and proxy.failed >= counts["requests"] / 5, counts
     # The outage outlasted botocore's own retries: the shard's task retry (or the marker clean-up,
     # which only logs) had to deal with it.
     assert "transient error, retry" in logs or "could not remove the attempt marker" in logs
@@ -443,17 +428,14 @@ def test_a_pickled_message_that_would_create_a_file_is_refused_unopened_and_the_
         logs = cluster.logs()
 
     assert not target.exists()
-    assert (
-        logs.count("Received invalid task message: Refusing to deserialize untrusted content of type pickle")
-        == 1
-    )
+    assert logs.count("Received invalid task message: Refusing to deserialize untrusted content of type pickle") == 1
     assert "The message has been ignored and discarded" in logs
 
 
 @integration
 @pytest.mark.timeout(90)
 def test_malformed_task_messages_are_rejected_once_and_logged_and_the_next_tasks_run(tmp_path):
-    from shared.spec import Item, JobSpec, Shard, task_message
+    from ascent.shared.spec import Item, JobSpec, Shard, task_message
 
     store = FileStore(tmp_path / "store")
     spec = JobSpec(kind="saliency", run_id="bad-msg", store=store.uri, model="tiny", inputs=("x",), size=32)
@@ -507,9 +489,7 @@ def _png_header_only(width: int, height: int) -> bytes:
     import zlib
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-        )
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")

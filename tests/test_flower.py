@@ -21,7 +21,7 @@ import pytest
 import requests
 from PIL import Image
 
-from producer.embedded import free_port, port_open, stop_groups
+from ascent.producer.embedded import free_port, port_open, stop_groups
 from tests.test_distributed import PasswordRedis, Workers, ascent, ascent_env
 
 AUTH = ("operator", "flower-pw-8c1f")
@@ -47,7 +47,7 @@ class Flower:
         self.log = log
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "producer", "flower", "--port", str(self.port), *args],
+                [sys.executable, "-m", "ascent.producer", "flower", "--port", str(self.port), *args],
                 env=env,
                 cwd=cwd,
                 stdout=out,
@@ -153,7 +153,7 @@ def test_flower_refuses_every_address_but_loopback_without_auth(tmp_path):
     env = ascent_env(ASCENT_BROKER_URL="redis://127.0.0.1:1/0")  # never reached: it refuses first
     port = free_port()
     done = subprocess.run(
-        [sys.executable, "-m", "producer", "flower", "--address", "0.0.0.0", "--port", str(port)],
+        [sys.executable, "-m", "ascent.producer", "flower", "--address", "0.0.0.0", "--port", str(port)],
         env=env,
         capture_output=True,
         text=True,
@@ -214,7 +214,7 @@ def test_flower_stops_on_sigterm_also_when_the_broker_is_gone(tmp_path):
     ],
 )
 def test_only_loopback_addresses_may_go_without_auth(address, loopback):
-    from producer.cli import is_loopback
+    from ascent.producer.flower import is_loopback
 
     assert is_loopback(address) is loopback
 
@@ -229,10 +229,8 @@ def restore_signals() -> Iterator[None]:
 
 
 @pytest.mark.parametrize("auth", ["admin", "admin:", ":pw", "admin:pw,bob"])
-def test_a_malformed_or_empty_password_is_refused_before_flower_starts(
-    auth, capsys, monkeypatch, restore_signals
-):
-    from producer.cli import main
+def test_a_malformed_or_empty_password_is_refused_before_flower_starts(auth, capsys, monkeypatch, restore_signals):
+    from ascent.producer.cli import main
 
     monkeypatch.delenv("ASCENT_FLOWER_BASIC_AUTH", raising=False)
     assert main(["flower", "--basic-auth", auth, "--broker", "redis://127.0.0.1:1/0"]) == 2

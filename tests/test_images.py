@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.errors import InvalidInput
-from shared.images import (
+from ascent.shared.errors import InvalidInput
+from ascent.shared.images import (
     decode_image,
     encode_png,
     load_npz_item,
@@ -24,10 +24,19 @@ from shared.images import (
     resize_center_crop,
     resize_smaller_side,
 )
-from shared.settings import Settings
-from shared.sources import load_source_image, npz_cache_info, read_source
+from ascent.shared.settings import Settings
+from ascent.shared.sources import SourceReader
 
 from .conftest import VAL25
+
+
+def read_source(uri: str, settings: Settings | None = None) -> bytes:
+    return SourceReader(settings).read(uri)
+
+
+def load_source_image(uri: str, settings: Settings | None = None) -> tuple[np.ndarray, int | None]:
+    return SourceReader(settings).load_image(uri)
+
 
 LIMIT = 64_000_000
 
@@ -51,9 +60,9 @@ def png_header_only(width: int, height: int) -> bytes:
 def gradient(height: int = 20, width: int = 30) -> np.ndarray:
     """A deterministic H×W×3 uint8 image with distinct values everywhere."""
     y, x = np.mgrid[0:height, 0:width]
-    return np.stack(
-        [x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x + y) % 256], axis=2
-    ).astype(np.uint8)
+    return np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), (x + y) % 256], axis=2).astype(
+        np.uint8
+    )
 
 
 # --- broken inputs: a clear, permanent error naming the item ------------------------------------
@@ -65,9 +74,7 @@ def _truncated_png() -> bytes:
 
 
 def _truncated_jpeg() -> bytes:
-    data = encode(
-        Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)), "JPEG"
-    )
+    data = encode(Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)), "JPEG")
     return data[: len(data) // 2]
 
 
@@ -251,9 +258,7 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
         ((7, 7), 3, (3, 3)),
     ],
 )
-def test_resize_smaller_side_keeps_the_aspect(
-    shape: tuple[int, int], size: int, expected: tuple[int, int]
-) -> None:
+def test_resize_smaller_side_keeps_the_aspect(shape: tuple[int, int], size: int, expected: tuple[int, int]) -> None:
     out = resize_smaller_side(np.zeros((*shape, 3), dtype=np.uint8), size)
     assert out.shape == (*expected, 3) and out.dtype == np.uint8
 
@@ -382,9 +387,7 @@ def test_npz_index_out_of_range_is_refused(images_and_labels: tuple[np.ndarray, 
         load_npz_item(npz_bytes(X=images_and_labels[0]), 5, "set.npz")
 
 
-@pytest.mark.parametrize(
-    "data", [b"", b"not a zip at all", npz_bytes(X=np.zeros((1, 2, 2, 3), np.uint8))[:40]]
-)
+@pytest.mark.parametrize("data", [b"", b"not a zip at all", npz_bytes(X=np.zeros((1, 2, 2, 3), np.uint8))[:40]])
 def test_unreadable_npz_is_refused(data: bytes) -> None:
     with pytest.raises(InvalidInput, match=r"set\.npz"):
         load_npz_item(data, 0, "set.npz")
@@ -470,39 +473,36 @@ def test_npz_sources_read_each_file_once_per_shard(
     images, labels = images_and_labels
     path = tmp_path / "shard.npz"
     path.write_bytes(npz_bytes(X=images, y=labels))
-    before = npz_cache_info()
+    reader = SourceReader()
     for index in range(5):
-        image, label = load_source_image(f"{path.as_uri()}#{index}")
+        image, label = reader.load_image(f"{path.as_uri()}#{index}")
         assert np.array_equal(image, images[index]) and label == labels[index]
-    after = npz_cache_info()
-    assert (after["misses"] - before["misses"], after["hits"] - before["hits"]) == (1, 4)
+    after = reader.npz_cache_info()
+    assert (after["misses"], after["hits"]) == (1, 4)
 
 
-def test_a_changed_npz_is_read_again(
-    images_and_labels: tuple[np.ndarray, np.ndarray], tmp_path: Path
-) -> None:
+def test_a_changed_npz_is_read_again(images_and_labels: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
     images, _ = images_and_labels
     path = tmp_path / "changing.npz"
     path.write_bytes(npz_bytes(X=images))
-    assert np.array_equal(load_source_image(f"{path}#0")[0], images[0])
+    reader = SourceReader()
+    assert np.array_equal(reader.load_image(f"{path}#0")[0], images[0])
     path.write_bytes(npz_bytes(X=images[::-1].copy(), y=np.arange(5)))
-    image, label = load_source_image(f"{path}#0")
+    image, label = reader.load_image(f"{path}#0")
     assert np.array_equal(image, images[4]) and label == 0
 
 
-def test_npz_cache_keeps_the_last_two_files(
-    images_and_labels: tuple[np.ndarray, np.ndarray], tmp_path: Path
-) -> None:
+def test_npz_cache_keeps_the_last_two_files(images_and_labels: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
     uris = []
     for name in ("a", "b", "c"):
         path = tmp_path / f"{name}.npz"
         path.write_bytes(npz_bytes(X=images_and_labels[0]))
         uris.append(path.as_uri())
-    before = npz_cache_info()
+    reader = SourceReader()
     for uri in [uris[0], uris[1], uris[0], uris[2], uris[1]]:  # a b a(hit) c(evicts b) b(miss)
-        load_source_image(f"{uri}#0")
-    after = npz_cache_info()
-    assert (after["misses"] - before["misses"], after["hits"] - before["hits"]) == (4, 1)
+        reader.load_image(f"{uri}#0")
+    after = reader.npz_cache_info()
+    assert (after["misses"], after["hits"]) == (4, 1)
     assert after["files"] == 2
 
 

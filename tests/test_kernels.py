@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.errors import ModelNotFound
-from shared.kernels import class_visualization, fool, quantize, saliency, style_transfer
-from shared.models import load_classifier
+from ascent.shared.errors import ModelNotFound
+from ascent.shared.kernels import class_visualization, fool, quantize, saliency, style_transfer
+from ascent.shared.models import load_classifier
 
 STINGRAY = 6
 
@@ -153,9 +153,7 @@ def test_unloadable_checkpoint_says_why(tmp_path):
 
 def test_wrong_architecture_checkpoint_is_refused(assets):
     with pytest.raises(ModelNotFound, match="resnet18"):
-        load_classifier(
-            "resnet18", weights=assets / "weights" / "squeezenet1_1_fp16_from_ncnn.pth", device="cpu"
-        )
+        load_classifier("resnet18", weights=assets / "weights" / "squeezenet1_1_fp16_from_ncnn.pth", device="cpu")
 
 
 def test_fool_on_log_probabilities_fools_all_25_in_fewer_steps(squeezenet, val25, fooled25):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.losses import content_loss, gram_matrix, style_loss, tv_loss
+from ascent.shared.losses import content_loss, gram_matrix, style_loss, tv_loss
 
 
 def rel_error(x, y) -> float:
@@ -53,17 +53,13 @@ def test_style_loss_equals_float64_reference(rng):
         w * np.sum((reference_gram(feats[layer]) - t) ** 2)
         for layer, t, w in zip((0, 2), targets, weights, strict=True)
     )
-    got = style_loss(
-        [torch.from_numpy(f) for f in feats], (0, 2), [torch.from_numpy(t) for t in targets], weights
-    )
+    got = style_loss([torch.from_numpy(f) for f in feats], (0, 2), [torch.from_numpy(t) for t in targets], weights)
     assert rel_error(got.item(), expected) < 1e-12
 
 
 def test_tv_loss_equals_float64_reference(rng):
     img = rng.normal(size=(2, 3, 7, 9))
-    expected = 0.2 * (
-        np.sum((img[:, :, 1:] - img[:, :, :-1]) ** 2) + np.sum((img[..., 1:] - img[..., :-1]) ** 2)
-    )
+    expected = 0.2 * (np.sum((img[:, :, 1:] - img[:, :, :-1]) ** 2) + np.sum((img[..., 1:] - img[..., :-1]) ** 2))
     assert rel_error(tv_loss(torch.from_numpy(img), 0.2).item(), expected) < 1e-12
 
 
@@ -82,7 +78,7 @@ def checks(assets):
     import torchvision.transforms.functional as TF
     from PIL import Image
 
-    from shared.models import load_classifier
+    from ascent.shared.models import load_classifier
 
     model = load_classifier(
         "squeezenet1_1", weights=assets / "weights" / "squeezenet1_1_fp16_from_ncnn.pth", device="cpu"
@@ -141,7 +137,4 @@ def test_style_loss_matches_cs231n_check(checks):
 def test_tv_loss_matches_cs231n_check(checks):
     model, preprocess, answers = checks
     # the notebook takes TV of the normalised image
-    assert (
-        rel_error(tv_loss(model.normalize(preprocess("tubingen.jpg", 192)), 2e-2).item(), answers["tv_out"])
-        < 1e-2
-    )
+    assert rel_error(tv_loss(model.normalize(preprocess("tubingen.jpg", 192)), 2e-2).item(), answers["tv_out"]) < 1e-2

@@ -4,7 +4,6 @@ submission to a real Redis (no torch anywhere on this side)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,15 +15,16 @@ import pytest
 import redis
 from PIL import Image
 
-from producer.cli import main
-from producer.inputs import class_items, enumerate_inputs, folder_images, item_id
-from producer.submit import plan_run, submit
-from shared.errors import InvalidSpec
-from shared.settings import Settings
-from shared.spec import Item, JobSpec, parse_task_message
-from shared.store import FileStore, run_key
-from worker import DEFAULT_QUEUE, RUN_SHARD_TASK
-from worker.app import create_app
+from ascent.producer.cli import main
+from ascent.producer.inputs import enumerate_inputs, folder_images
+from ascent.producer.submit import plan_run, submit
+from ascent.shared.errors import InvalidSpec
+from ascent.shared.jobs import JOBS
+from ascent.shared.keys import run_key
+from ascent.shared.queue import DEFAULT_QUEUE, RUN_SHARD_TASK, create_app
+from ascent.shared.settings import Settings
+from ascent.shared.spec import Item, JobSpec, item_id, parse_task_message
+from ascent.shared.store import FileStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,9 +57,7 @@ def restore_signals():
 
 
 def spec_for(store: FileStore, **changes) -> JobSpec:
-    fields = dict(
-        kind="fool", run_id="r1", store=store.uri, model="tiny", params={"target": 6}, inputs=("x",)
-    )
+    fields = dict(kind="fool", run_id="r1", store=store.uri, model="tiny", params={"target": 6}, inputs=("x",))
     fields.update(changes)
     return JobSpec(**fields)
 
@@ -123,7 +121,9 @@ def test_a_folder_without_images_names_the_inputs_field(tmp_path):
 
 
 def test_classviz_items_are_class_references_labelled_with_their_class():
-    assert class_items([76, 113]) == [Item("000000", "class:76", 76), Item("000001", "class:113", 113)]
+    params = JOBS["classviz"].Params.from_dict({"classes": [76, 113]})
+    expected = [Item("000000", "class:76", 76), Item("000001", "class:113", 113)]
+    assert JOBS["classviz"].plan_items(params, []) == expected
 
 
 # ----------------------------------------------------------------------------- planning
@@ -131,7 +131,7 @@ def test_classviz_items_are_class_references_labelled_with_their_class():
 
 def test_a_run_is_split_into_shards_of_shard_size_in_item_order(tmp_path):
     items = [Item(item_id(i), f"file:///x/{i}.png") for i in range(25)]
-    manifest = plan_run(spec_for(FileStore(tmp_path)), items, 10)
+    manifest = plan_run(spec_for(FileStore(tmp_path)), items, 10).to_dict()
     assert manifest["run_id"] == "r1" and manifest["n_items"] == 25
     assert [s["shard_id"] for s in manifest["shards"]] == ["shard-00000", "shard-00001", "shard-00002"]
     assert [len(s["items"]) for s in manifest["shards"]] == [10, 10, 5]
@@ -162,15 +162,13 @@ def queued(url: str) -> list[dict]:
         client.close()
 
 
-def test_submit_records_spec_and_manifest_then_enqueues_one_json_task_per_shard(
-    tmp_path, redis_url, image_folder
-):
+def test_submit_records_spec_and_manifest_then_enqueues_one_json_task_per_shard(tmp_path, redis_url, image_folder):
     store = FileStore(tmp_path / "store")
     app = create_app(Settings(broker_url=redis_url, store=store.uri))
     spec = spec_for(store, inputs=(image_folder.as_uri(),))
     items = enumerate_inputs([str(image_folder)])
     try:
-        manifest = submit(spec, items, 3, store, app)
+        manifest = submit(spec, items, 3, store, app).to_dict()
     finally:
         app.close()
 
@@ -243,9 +241,7 @@ def test_an_invalid_run_exits_2_naming_the_field_before_anything_is_started(
         (["--extra-iters", "-2"], "params.extra_iters"),
     ],
 )
-def test_an_invalid_submit_enqueues_nothing(
-    tmp_path, image_folder, redis_url, capsys, restore_signals, args, field
-):
+def test_an_invalid_submit_enqueues_nothing(tmp_path, image_folder, redis_url, capsys, restore_signals, args, field):
     store = tmp_path / "store"
     argv = ["submit", "fool", "--images", str(image_folder), "--target", "6", "--store", store.as_uri()]
     argv += ["--broker", redis_url, *[a.replace("MISSING", str(tmp_path / "missing")) for a in args]]
@@ -276,10 +272,12 @@ def test_a_run_id_that_exists_is_refused(tmp_path, image_folder, redis_url, caps
     assert len(queued(redis_url)) == 1
 
 
-def test_the_producer_modules_do_not_import_torch():
+def test_the_producer_modules_import_neither_torch_nor_the_worker():
+    modules = sorted(p.stem for p in (REPO / "producer").glob("*.py") if p.stem != "__main__")
     code = (
-        "import sys, producer.cli, producer.submit, producer.inputs, producer.embedded, producer.collector, "
-        "worker.app, worker.tasks; assert 'torch' not in sys.modules, 'torch was imported'"
+        f"import importlib, sys; [importlib.import_module('ascent.producer.' + m) for m in {modules!r}]; "
+        "assert 'torch' not in sys.modules, 'torch was imported'; "
+        "assert not [m for m in sys.modules if m.startswith('ascent.worker')], 'the worker was imported'; "
+        "import ascent.worker.app, ascent.worker.tasks; assert 'torch' not in sys.modules"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env, timeout=120)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO.parent, timeout=120)

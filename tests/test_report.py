@@ -13,11 +13,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from producer.collector import collect
-from producer.report import histogram_svg, perturbation_png, render_report, thumbnail
-from shared.records import item_done, item_failed
-from shared.spec import Item
-from shared.store import MemoryStore, Store, run_key
+from ascent.producer.collector import collect
+from ascent.producer.report import render_report
+from ascent.shared.html import histogram_svg, thumbnail
+from ascent.shared.jobs.fool import perturbation_png
+from ascent.shared.keys import run_key
+from ascent.shared.spec import Item, JobSpec, Manifest
+from ascent.shared.store import MemoryStore, Store
+from tests.records_util import item_done, item_failed
 from tests.test_collector import RUN, build_fool_run, png, write_manifest, write_record, write_spec
 
 HOSTILE_SOURCE = 'file:///in/"><script>alert(1)</script>.png'
@@ -112,7 +115,8 @@ def test_report_loads_nothing_from_elsewhere(fool_page: str) -> None:
 
 def test_record_strings_cannot_become_markup_or_script_links(store: Store) -> None:
     build_fool_run(store)
-    spec, manifest = store.get_json(run_key(RUN, "spec.json")), store.get_json(run_key(RUN, "manifest.json"))
+    spec = JobSpec.from_dict(store.get_json(run_key(RUN, "spec.json")))
+    manifest = Manifest.from_dict(store.get_json(run_key(RUN, "manifest.json")))
     summary = collect(store, RUN)
     rows = [json.loads(line) for line in store.get(run_key(RUN, "items.jsonl")).splitlines()]
     rows[0].update(output="javascript:alert(1)", item_id="a00", label="<b>7</b>")
@@ -127,7 +131,8 @@ def test_record_strings_cannot_become_markup_or_script_links(store: Store) -> No
 def test_missing_images_show_placeholders_and_a_capped_grid_says_so(store: Store) -> None:
     build_fool_run(store)
     store.delete(run_key(RUN, "inputs", "a00.png"))
-    spec, manifest = store.get_json(run_key(RUN, "spec.json")), store.get_json(run_key(RUN, "manifest.json"))
+    spec = JobSpec.from_dict(store.get_json(run_key(RUN, "spec.json")))
+    manifest = Manifest.from_dict(store.get_json(run_key(RUN, "manifest.json")))
     summary = collect(store, RUN)
     rows = [json.loads(line) for line in store.get(run_key(RUN, "items.jsonl")).splitlines()]
     page = render_report(spec, manifest, summary, rows, store, max_grid=2)
@@ -217,15 +222,3 @@ def test_style_report_shows_content_style_result_and_losses(store: Store) -> Non
     assert page.count("result</figure>") == 2
     assert "style loss 2 · tv loss 0.25 · loss 3.25" in page
     assert len(data_uris(page)) == 1 + 2 * 2  # the style image once, content and result per item
-
-
-def test_saliency_report_finds_a_map_stored_under_the_layouts_saliency_name(store: Store) -> None:
-    items = [Item("i0", "file:///0.png", 1)]
-    write_spec(store, "sal", "saliency", {}, ("file:///d",))
-    write_manifest(store, "sal", {"s0": items})
-    write_record(store, "sal", "saliency", "s0", "s0", [item_done(items[0], None, pred=1, score=7.5)], 1.0)
-    store.put(run_key("sal", "outputs", "i0.saliency.png"), png(200, size=224, mode="L"))
-    collect(store, "sal")
-    page = store.get(run_key("sal", "report.html")).decode()
-    assert '<div class="ph">no image</div>original' in page
-    assert len(data_uris(page)) == 1

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import InvalidInput
-from shared.s3store import S3Store
-from shared.settings import ENV_VARS, Settings, redact_basic_auth, redact_url
-from shared.store import FileStore
+from ascent.shared.errors import InvalidInput
+from ascent.shared.s3store import S3Store
+from ascent.shared.settings import ENV_VARS, Settings, redact_basic_auth, redact_url
+from ascent.shared.store import FileStore
 
 
 def test_defaults_when_nothing_is_set() -> None:
@@ -33,8 +33,11 @@ def test_every_variable_is_read() -> None:
         "AWS_DEFAULT_REGION": "eu-west-1",
         "ASCENT_S3_PUBLIC_ENDPOINT": "http://localhost:9000",
         "ASCENT_MAX_ATTEMPTS": "5",
+        "ASCENT_MAX_RETRIES": "0",
         "ASCENT_MAX_PIXELS": "1_000_000",
         "ASCENT_FLOWER_BASIC_AUTH": "admin:hunter2",
+        "ASCENT_JOBS": "my_jobs:BLUR, my_jobs:SHARPEN",
+        "ASCENT_FAULT_INJECT": "sleep:000001:2",
     }
     assert set(environ) == set(ENV_VARS.values())
     settings = Settings.from_env(environ)
@@ -45,16 +48,16 @@ def test_every_variable_is_read() -> None:
         aws_region="eu-west-1",
         s3_public_endpoint_url="http://localhost:9000",
         max_attempts=5,
+        max_retries=0,
         max_pixels=1_000_000,
         flower_basic_auth="admin:hunter2",
+        jobs=("my_jobs:BLUR", "my_jobs:SHARPEN"),
+        fault_inject="sleep:000001:2",
     )
 
 
 def test_empty_variables_count_as_unset() -> None:
-    assert (
-        Settings.from_env({"ASCENT_BROKER_URL": "", "ASCENT_MAX_ATTEMPTS": " ", "ASCENT_STORE": ""})
-        == Settings()
-    )
+    assert Settings.from_env({"ASCENT_BROKER_URL": "", "ASCENT_MAX_ATTEMPTS": " ", "ASCENT_STORE": ""}) == Settings()
 
 
 def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,9 +138,7 @@ def test_redact_basic_auth_keeps_user_names() -> None:
 
 
 def test_repr_str_and_redacted_never_show_a_password() -> None:
-    settings = Settings(
-        broker_url="redis://:brokersecret@redis:6379/0", flower_basic_auth="admin:flowersecret"
-    )
+    settings = Settings(broker_url="redis://:brokersecret@redis:6379/0", flower_basic_auth="admin:flowersecret")
     for shown in (repr(settings), str(settings), str(settings.redacted()), f"{settings}"):
         assert "brokersecret" not in shown and "flowersecret" not in shown
         assert "redis://:***@redis:6379/0" in shown and "admin:***" in shown
@@ -145,9 +146,7 @@ def test_repr_str_and_redacted_never_show_a_password() -> None:
 
 
 def test_open_store_uses_the_store_and_the_s3_options() -> None:
-    settings = Settings(
-        store="s3://ascent/runs", aws_endpoint_url="http://minio:9000", aws_region="eu-west-1"
-    )
+    settings = Settings(store="s3://ascent/runs", aws_endpoint_url="http://minio:9000", aws_region="eu-west-1")
     store = settings.open_store()
     assert isinstance(store, S3Store)
     assert (store.bucket, store.prefix, store.endpoint_url, store.region) == (
@@ -166,14 +165,11 @@ def test_open_store_with_a_file_uri(tmp_path: Path) -> None:
 def test_a_bare_rediss_url_verifies_the_server_certificate():
     import ssl
 
-    from shared.settings import Settings
-    from worker.app import create_app
+    from ascent.shared.queue import create_app
+    from ascent.shared.settings import Settings
 
     app = create_app(Settings.from_env({"ASCENT_BROKER_URL": "rediss://:pw@redis.example:6380/0"}))
     assert app.conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     explicit = "rediss://:pw@redis.example:6380/0?ssl_cert_reqs=optional"
     assert create_app(Settings.from_env({"ASCENT_BROKER_URL": explicit})).conf.broker_use_ssl is None
-    assert (
-        create_app(Settings.from_env({"ASCENT_BROKER_URL": "redis://localhost:6379/0"})).conf.broker_use_ssl
-        is None
-    )
+    assert create_app(Settings.from_env({"ASCENT_BROKER_URL": "redis://localhost:6379/0"})).conf.broker_use_ssl is None

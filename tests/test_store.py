@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from shared.errors import InvalidInput, NotFoundInStore, StoreError, TransientError
-from shared.s3store import BucketNotFound, S3Store, s3_client
-from shared.store import FileStore, MemoryStore, Store, open_store
+from ascent.shared.errors import InvalidInput, NotFoundInStore, StoreError, TransientError
+from ascent.shared.s3store import BucketNotFound, S3Client, S3Store
+from ascent.shared.store import FileStore, MemoryStore, Store, open_store
 
 UNSAFE_KEYS = [
     "..",
@@ -141,9 +141,7 @@ def test_url_names_the_object_under_the_store_uri(store: Store) -> None:
     assert url.endswith("/runs/r1/outputs/a.png")
 
 
-def test_a_second_store_opened_on_the_same_uri_sees_the_objects(
-    store: Store, request: pytest.FixtureRequest
-) -> None:
+def test_a_second_store_opened_on_the_same_uri_sees_the_objects(store: Store, request: pytest.FixtureRequest) -> None:
     endpoint = request.getfixturevalue("s3_endpoint") if isinstance(store, S3Store) else None
     store.put("runs/r1/manifest.json", b"shared")
     assert reopen(store, endpoint).get("runs/r1/manifest.json") == b"shared"
@@ -169,7 +167,7 @@ def test_s3_uri_parsing() -> None:
 
 def test_s3_objects_live_under_the_store_prefix(s3_store: S3Store, s3_endpoint: str) -> None:
     s3_store.put("runs/r1/outputs/a.png", b"png")
-    raw = s3_client(s3_endpoint, "us-east-1").list_objects_v2(Bucket=s3_store.bucket)
+    raw = S3Client(s3_endpoint, "us-east-1").client.list_objects_v2(Bucket=s3_store.bucket)
     assert [obj["Key"] for obj in raw["Contents"]] == ["pfx/runs/r1/outputs/a.png"]
     assert s3_store.list("") == ["runs/r1/outputs/a.png"]
 
@@ -177,23 +175,18 @@ def test_s3_objects_live_under_the_store_prefix(s3_store: S3Store, s3_endpoint: 
 def test_s3_content_type_is_guessed_from_the_key(s3_store: S3Store, s3_endpoint: str) -> None:
     s3_store.put("runs/r1/outputs/a.png", b"png")
     s3_store.put("runs/r1/blob", b"?")
-    client = s3_client(s3_endpoint, "us-east-1")
-    assert (
-        client.head_object(Bucket=s3_store.bucket, Key="pfx/runs/r1/outputs/a.png")["ContentType"]
-        == "image/png"
-    )
+    client = S3Client(s3_endpoint, "us-east-1").client
+    assert client.head_object(Bucket=s3_store.bucket, Key="pfx/runs/r1/outputs/a.png")["ContentType"] == "image/png"
     head = client.head_object(Bucket=s3_store.bucket, Key="pfx/runs/r1/blob")
     assert head["ContentType"] == "application/octet-stream"
 
 
 def test_s3_large_object_is_uploaded_in_parts_and_reads_back(s3_endpoint: str, s3_bucket: str) -> None:
-    store = S3Store.from_uri(
-        f"s3://{s3_bucket}/big", endpoint_url=s3_endpoint, multipart_threshold=1024 * 1024
-    )
+    store = S3Store.from_uri(f"s3://{s3_bucket}/big", endpoint_url=s3_endpoint, multipart_threshold=1024 * 1024)
     data = os.urandom(11 * 1024 * 1024)  # parts are raised to S3's 5 MiB minimum: 3 parts
     store.put("runs/r1/big.bin", data)
     assert store.get("runs/r1/big.bin") == data
-    etag = s3_client(s3_endpoint).head_object(Bucket=s3_bucket, Key="big/runs/r1/big.bin")["ETag"]
+    etag = S3Client(s3_endpoint).client.head_object(Bucket=s3_bucket, Key="big/runs/r1/big.bin")["ETag"]
     assert etag.strip('"').endswith("-3")  # a multipart ETag counts its parts
 
 

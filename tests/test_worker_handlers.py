@@ -12,14 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
-from shared.models import load_classifier
-from shared.records import DONE, FAILED
-from shared.settings import Settings
-from shared.spec import Item, JobSpec, Shard, task_message
-from shared.store import FileStore, run_key
-from worker import RUN_SHARD_TASK
-from worker.app import create_app
-from worker.handlers import get_model, group_by_shape, run_shard
+from ascent.shared.jobs.style import group_by_shape
+from ascent.shared.keys import run_key
+from ascent.shared.models import load_classifier
+from ascent.shared.queue import RUN_SHARD_TASK
+from ascent.shared.records import DONE, FAILED
+from ascent.shared.settings import Settings
+from ascent.shared.spec import Item, JobSpec, Shard, task_message
+from ascent.shared.store import FileStore
+from ascent.worker.app import worker_app as create_app
+from ascent.worker.handler import run_shard as run_shard_record
+from ascent.worker.runtime import WorkerRuntime
 
 
 class OrderedFileStore(FileStore):
@@ -44,6 +47,22 @@ def settings(store: OrderedFileStore) -> Settings:
     return Settings(store=store.uri)
 
 
+def run_shard(spec, shard, store, settings, device=None, **options) -> dict:
+    """The handler with a runtime built from ``settings``, its record as JSON."""
+    return run_shard_record(spec, shard, store, runtime_for(settings), device, **options).to_dict()
+
+
+_runtimes: dict[Settings, WorkerRuntime] = {}
+
+
+def runtime_for(settings: Settings) -> WorkerRuntime:
+    return _runtimes.setdefault(settings, WorkerRuntime.build(settings))
+
+
+def get_model(name, weights, device):
+    return runtime_for(Settings()).models.get(name, weights, device)
+
+
 def png(path: Path, height: int, width: int, seed: int = 0) -> str:
     rng = np.random.default_rng(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,9 +71,7 @@ def png(path: Path, height: int, width: int, seed: int = 0) -> str:
 
 
 def make_spec(store: FileStore, kind: str, params: dict, size: int = 32, **changes) -> JobSpec:
-    fields = dict(
-        kind=kind, run_id="run-1", store=store.uri, model="tiny", params=params, inputs=("x",), size=size
-    )
+    fields = dict(kind=kind, run_id="run-1", store=store.uri, model="tiny", params=params, inputs=("x",), size=size)
     fields.update(changes)
     return JobSpec(**fields).validate()
 
@@ -102,9 +119,7 @@ def test_a_fool_shard_writes_inputs_and_outputs_then_the_record_last(store, sett
         assert item["output"] == store.url(run_key("run-1", "outputs", f"{item_id}.png"))
         assert decode(store, run_key("run-1", "outputs", f"{item_id}.png")).shape == (32, 32, 3)
         assert decode(store, run_key("run-1", "inputs", f"{item_id}.png")).shape == (32, 32, 3)
-        assert (
-            item["target"] == 6 and isinstance(item["fooled"], bool) and isinstance(item["iterations"], int)
-        )
+        assert item["target"] == 6 and isinstance(item["fooled"], bool) and isinstance(item["iterations"], int)
         assert {"pred_before", "pred_after", "l2", "linf"} <= set(item)
     assert items["000000"]["label"] == 3
 
@@ -127,9 +142,7 @@ def test_the_output_pngs_hold_exactly_what_the_fool_kernel_measured(store, setti
     items = by_id(run_shard(spec, good_and_bad, store, settings, device="cpu"))
     model = load_classifier("tiny", device="cpu")
     for item_id in ("000000", "000002"):
-        image = torch.from_numpy(decode(store, run_key("run-1", "outputs", f"{item_id}.png"))).permute(
-            2, 0, 1
-        )
+        image = torch.from_numpy(decode(store, run_key("run-1", "outputs", f"{item_id}.png"))).permute(2, 0, 1)
         with torch.no_grad():
             pred = int(model(image[None].float() / 255).argmax(1))
         assert pred == items[item_id]["pred_after"]
@@ -148,9 +161,7 @@ def test_a_redelivered_shard_is_skipped_and_returns_the_recorded_result(store, s
 
 def test_an_untargeted_fool_records_no_target(store, settings, tmp_path):
     shard = Shard("shard-00001", (Item("000000", png(tmp_path / "a.png", 32, 32)),))
-    record = run_shard(
-        make_spec(store, "fool", {"target": None, "max_iters": 2}), shard, store, settings, "cpu"
-    )
+    record = run_shard(make_spec(store, "fool", {"target": None, "max_iters": 2}), shard, store, settings, "cpu")
     assert record["items"][0]["status"] == DONE and record["items"][0]["target"] is None
 
 
@@ -193,9 +204,7 @@ def test_class_visualisations_are_scored_as_stored(store, settings):
     for item_id, class_id in (("000000", 76), ("000002", 1)):
         item = items[item_id]
         assert item["status"] == DONE and item["class_id"] == class_id
-        image = torch.from_numpy(decode(store, run_key("run-1", "outputs", f"{item_id}.png"))).permute(
-            2, 0, 1
-        )
+        image = torch.from_numpy(decode(store, run_key("run-1", "outputs", f"{item_id}.png"))).permute(2, 0, 1)
         with torch.no_grad():
             logits = model(image[None].float() / 255)
         assert int(logits.argmax(1)) == item["pred"]
@@ -226,9 +235,7 @@ def test_style_contents_of_different_shapes_run_in_shape_groups(store, settings,
     assert shapes == [(20, 30, 3), (30, 20, 3), (20, 30, 3)]
     assert decode(store, run_key("run-1", "inputs", "style-0.png")).shape == (24, 33, 3)
     for item in items.values():
-        assert item["loss"] == pytest.approx(
-            item["content_loss"] + item["style_loss"] + item["tv_loss"], rel=1e-4
-        )
+        assert item["loss"] == pytest.approx(item["content_loss"] + item["style_loss"] + item["tv_loss"], rel=1e-4)
 
 
 def test_an_unreadable_style_image_fails_every_item_with_the_reason(store, settings, tmp_path):
@@ -295,9 +302,7 @@ def test_the_app_is_json_only_with_late_acks_prefetch_one_and_limits_below_the_v
     assert conf.task_ignore_result and conf.broker_connection_retry_on_startup
     assert conf.worker_send_task_events and conf.task_send_sent_event
     visibility = conf.broker_transport_options["visibility_timeout"]
-    assert (
-        conf.result_backend_transport_options["visibility_timeout"] == conf.visibility_timeout == visibility
-    )
+    assert conf.result_backend_transport_options["visibility_timeout"] == conf.visibility_timeout == visibility
     assert conf.task_soft_time_limit < conf.task_time_limit < visibility
 
 

@@ -1,0 +1,233 @@
+"""The shard handler: plain Python, no Celery. ``run_shard(spec, shard, store, runtime)`` runs every
+item of one shard through its job (``ascent.shared.jobs``) as one batch and writes the results.
+
+What it writes, under ``runs/<run_id>/`` (``ascent.shared.keys``: keys from ids only, never file names):
+each item's ``inputs/<item_id>.png`` (what the kernel saw) and ``outputs/<item_id>.png`` (the result,
+8-bit exact), then ``records/<shard_id>.json``, the shard record, LAST: its presence means every output
+it names exists (the commit marker).
+
+Failures say whether retrying helps. An item whose input cannot be read or decoded is recorded
+``failed`` with an error naming the item and the reason, and the rest of the shard still runs. A
+shard-level permanent problem (a checkpoint that cannot be loaded, an unreadable style image) records
+every item of the shard failed with the reason. ``TransientError`` propagates so the task retries the
+shard. A shard whose record already exists is skipped (redelivery is harmless). Attempts and deaths
+are counted as ``ascent.worker.attempts`` says.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ascent.shared.errors import InvalidInput, TransientError
+from ascent.shared.images import encode_png
+from ascent.shared.jobs import get_job
+from ascent.shared.jobs.base import Job, Loaded, Outcome
+from ascent.shared.keys import RunKeys
+from ascent.shared.models import Classifier
+from ascent.shared.records import ItemRecord, ShardRecord
+from ascent.shared.sources import SourceReader
+from ascent.shared.spec import Item, JobSpec, Shard
+from ascent.shared.store import Store
+from ascent.shared.tensors import to_tensor
+from ascent.worker.attempts import Attempts
+from ascent.worker.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+PNG_THREADS = 4  # encoders and store writes in flight per shard
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` if given, else CUDA when present, else the CPU (checked at call time, never at import)."""
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class ShardContext:
+    """What a job sees while it runs a shard (``ascent.shared.jobs.base.WorkContext``)."""
+
+    spec: JobSpec
+    model: Classifier
+    device: torch.device
+    store: Store
+    reader: SourceReader
+
+    @property
+    def keys(self) -> RunKeys:
+        return RunKeys(self.spec.run_id)
+
+    def read_image(self, uri: str) -> tuple[np.ndarray, int | None]:
+        return self.reader.load_image(uri)
+
+    def put_png(self, key: str, image: np.ndarray) -> str:
+        """Write ``image`` (H×W×3 or H×W uint8) as a PNG under ``key``; return its URI."""
+        self.store.put(key, encode_png(image), "image/png")
+        return self.store.url(key)
+
+    def put_run_image(self, name: str, image: np.ndarray) -> str:
+        key = self.keys.input(name)
+        return self.store.url(key) if self.store.exists(key) else self.put_png(key, image)
+
+    def tensor(self, images: Sequence[np.ndarray]) -> Tensor:
+        return to_tensor(images, self.device)
+
+
+def _item_error(item: Item, reason: str) -> str:
+    return f"item {item.item_id} ({item.source}): {reason}"
+
+
+def load_items(job: Job, ctx: ShardContext, items: Sequence[Item]) -> tuple[list[Loaded], dict[str, ItemRecord]]:
+    """Each item loaded by its job. Returns the loaded items and failed records by item id.
+
+    Permanent problems (unreadable, corrupt, too large, not an image) fail only that item; a
+    TransientError propagates so the shard is retried."""
+    loaded: list[Loaded] = []
+    failed: dict[str, ItemRecord] = {}
+    for item in items:
+        try:
+            loaded.append(job.load(ctx, item))
+        except TransientError:
+            raise
+        except InvalidInput as exc:
+            failed[item.item_id] = ItemRecord.failed(item, _item_error(item, str(exc)))
+        except Exception as exc:  # a decoder bug or an odd file: this item fails, not the shard
+            log.warning("item %s: unexpected error while loading", item.item_id, exc_info=True)
+            reason = f"cannot load: {type(exc).__name__}: {exc}"
+            failed[item.item_id] = ItemRecord.failed(item, _item_error(item, reason))
+    return loaded, failed
+
+
+def write_outcomes(job: Job, ctx: ShardContext, outcomes: Sequence[Outcome]) -> dict[str, ItemRecord]:
+    """Store each outcome's input and output PNGs; return the done records by item id.
+
+    The PNGs are encoded and written by a few threads (zlib and the store's I/O release the GIL): per
+    image this is more work than the kernel's on a GPU, and S3 puts are network round-trips."""
+    keys = ctx.keys
+    pngs = [(keys.input(o.item.item_id), o.input) for o in outcomes if o.input is not None]
+    pngs += [(keys.output(o.item.item_id), o.output) for o in outcomes if o.output is not None]
+    if len(pngs) <= 2:  # one image: starting threads would cost more than they save
+        written = [ctx.put_png(key, image) for key, image in pngs]
+    else:
+        with ThreadPoolExecutor(max_workers=min(PNG_THREADS, len(pngs))) as pool:
+            futures = [pool.submit(ctx.put_png, key, image) for key, image in pngs]
+            written = [future.result() for future in futures]  # re-raises the first error, in order
+    uris = dict(zip((key for key, _ in pngs), written, strict=True))
+    records = {}
+    for o in outcomes:
+        uri = uris.get(keys.output(o.item.item_id))
+        result = dict(o.result)
+        if job.output_field is not None:
+            result[job.output_field] = uri
+        records[o.item.item_id] = ItemRecord.done(o.item, uri, **result)
+    return records
+
+
+def peak_memory_mb(device: torch.device | str | None) -> dict[str, float]:
+    """This process's peak memory so far, in MiB: host RSS, and on CUDA the caching allocator's peak."""
+    rss_units = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    peak = {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * rss_units / 2**20, 1)}
+    if device is not None and torch.device(device).type == "cuda":
+        peak["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(torch.device(device)) / 2**20, 1)
+    return peak
+
+
+def _record_info(info: dict[str, Any] | None, device: torch.device | None, started: float) -> dict[str, Any]:
+    host = socket.gethostname()
+    merged: dict[str, Any] = {"worker": host, "host": host, "pid": os.getpid()}
+    merged.update({k: v for k, v in (info or {}).items() if v is not None})
+    merged["device"] = str(device) if device is not None else None
+    merged["seconds"] = round(time.perf_counter() - started, 3)
+    merged.update(peak_memory_mb(device))
+    return merged
+
+
+def run_shard(
+    spec: JobSpec,
+    shard: Shard,
+    store: Store,
+    runtime: WorkerRuntime,
+    device: str | torch.device | None = None,
+    *,
+    info: dict[str, Any] | None = None,
+) -> ShardRecord:
+    """Run every item of ``shard`` and write outputs, then the shard record; return the record.
+
+    ``info`` adds fields to the record (the task passes the Celery worker name and task id). Raises
+    TransientError (retry the shard); every permanent problem ends up in the record instead."""
+    keys = RunKeys(spec.run_id)
+    if store.exists(keys.record(shard.shard_id)):
+        log.info("shard %s/%s already recorded: skipped", spec.run_id, shard.shard_id)
+        return ShardRecord.from_dict(store.get_json(keys.record(shard.shard_id)))
+    attempts = Attempts(store, spec.run_id, shard.shard_id)
+    died = attempts.died()
+    if len(died) >= runtime.policy.max_deaths:
+        reason = runtime.policy.died_reason(len(died))
+        return record_shard_failed(spec, shard, store, reason, info={**(info or {}), "attempts": len(died)})
+    started = time.perf_counter()
+    dev = pick_device(device)
+    job = get_job(spec.kind, runtime.jobs)
+    try:
+        model = runtime.models.get(spec.model, spec.weights, dev)
+        # The attempt counts from here: the batch through the kernel is where memory runs out.
+        attempt = attempts.start(info)
+    except InvalidInput as exc:
+        return record_shard_failed(spec, shard, store, str(exc), info=info, device=dev, started=started)
+    try:
+        runtime.faults.apply(shard.items)
+        ctx = ShardContext(spec=spec, model=model, device=dev, store=store, reader=runtime.reader)
+        loaded, records = load_items(job, ctx, shard.items)
+        if loaded:
+            records.update(write_outcomes(job, ctx, job.run(ctx, loaded)))
+    except InvalidInput as exc:
+        return record_shard_failed(spec, shard, store, str(exc), info=info, device=dev, started=started)
+    finally:
+        attempts.end(attempt)
+    items = tuple(records[item.item_id] for item in shard.items)
+    record = ShardRecord(spec.run_id, shard.shard_id, spec.kind, items, info=_record_info(info, dev, started))
+    store.put_json(keys.record(shard.shard_id), record.to_dict())
+    log.info(
+        "shard %s/%s: %d done, %d failed in %.1fs on %s",
+        spec.run_id,
+        shard.shard_id,
+        record.count("done"),
+        record.count("failed"),
+        record.info["seconds"],
+        dev,
+    )
+    return record
+
+
+def record_shard_failed(
+    spec: JobSpec,
+    shard: Shard,
+    store: Store,
+    reason: str,
+    *,
+    info: dict[str, Any] | None = None,
+    device: torch.device | None = None,
+    started: float | None = None,
+) -> ShardRecord:
+    """Record every item of the shard failed with ``reason`` (unless the shard is already recorded)."""
+    key = RunKeys(spec.run_id).record(shard.shard_id)
+    if store.exists(key):
+        return ShardRecord.from_dict(store.get_json(key))
+    items = tuple(ItemRecord.failed(item, _item_error(item, reason)) for item in shard.items)
+    started = time.perf_counter() if started is None else started
+    record = ShardRecord(spec.run_id, shard.shard_id, spec.kind, items, info=_record_info(info, device, started))
+    store.put_json(key, record.to_dict())
+    log.warning("shard %s/%s: all %d items failed: %s", spec.run_id, shard.shard_id, len(items), reason)
+    return record
