@@ -72,7 +72,7 @@ def prepare_job(
         params=params,
         inputs=tuple(input_uris(paths)),
         size=args.size or preset_size,
-    ).validate(jobs)
+    ).validate(jobs, settings.limits)
     items = job.plan_items(spec.params, enumerate_inputs(paths, settings=settings) if job.inputs is not None else [])
     manifest = plan_run(spec, items, args.shard_size)
     if run_exists(store, spec.run_id):

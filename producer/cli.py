@@ -149,9 +149,12 @@ def build_parser(jobs: Mapping[str, Job] | None = None) -> argparse.ArgumentPars
         commands,
         "resume",
         "re-enqueue every shard of a run that has no record in the store (after a broker restart, "
-        "lost workers or a producer crash); safe to repeat, also while workers run",
+        "lost workers or a producer crash); safe to repeat, also while workers run. Without a broker, "
+        "finishes the run with an embedded Redis and local workers",
     )
-    resume.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL)")
+    resume.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL; unset: embedded)")
+    resume.add_argument("--workers", type=_positive_int, default=1, help="local workers without a broker")
+    resume.add_argument("--timeout", type=_positive_float, help="without a broker: give up waiting after this")
     return parser
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from ascent.producer.report import render_report
 from ascent.shared.catalog import classes_of
+from ascent.shared.errors import InvalidInput, NotFoundInStore
 from ascent.shared.jobs import get_job
 from ascent.shared.jobs.base import Job
 from ascent.shared.keys import RunKeys
@@ -26,19 +27,26 @@ from ascent.shared.store import Store
 # --- reading ------------------------------------------------------------------------------------
 
 
-def read_records(store: Store, run_id: str) -> list[dict[str, Any]]:
+def read_records(store: Store, run_id: str, unreadable: list[str] | None = None) -> list[dict[str, Any]]:
     """Every item record of the run as a row, one per item_id, sorted by item_id.
 
     A shard recorded twice (redelivery) or an item retried in another shard counts once: a "done"
     record wins over a "failed" one, otherwise the later ``written_at``. Each row gets the
-    ``shard_id``, ``written_at`` and (when known) ``worker`` of the shard record that carried it.
+    ``shard_id``, ``written_at`` and (when known) ``worker`` of the shard record that carried it. A
+    record that cannot be read or parsed is skipped (its items stay pending) and, with ``unreadable``,
+    noted there as "key: reason".
     """
     keys = RunKeys(run_id)
     rows = []
     for key in store.list(keys.records):
         if keys.shard_of_record(key) is None:
             continue
-        record = ShardRecord.from_dict(store.get_json(key), where=key)
+        try:
+            record = ShardRecord.from_dict(store.get_json(key), where=key)
+        except (InvalidInput, NotFoundInStore, ValueError) as exc:
+            if unreadable is not None:
+                unreadable.append(f"{key}: {exc}")
+            continue
         for item in record.items:
             row = item.to_dict()
             row.setdefault("shard_id", record.shard_id)
@@ -110,6 +118,7 @@ class Progress:
     failed: int
     pending: int
     workers: dict[str, int] = field(default_factory=dict)
+    unreadable: tuple[str, ...] = ()
 
     @property
     def finished(self) -> int:
@@ -130,8 +139,10 @@ def _counts(rows: list[dict[str, Any]]) -> tuple[Counter[str], dict[str, int]]:
 def progress(store: Store, run_id: str) -> Progress:
     """Read the manifest and the records; counts only items the manifest names."""
     manifest = Manifest.from_dict(store.get_json(RunKeys(run_id).manifest))
-    status, workers = _counts(item_table(manifest, read_records(store, run_id)))
-    return Progress(run_id, sum(status.values()), status[DONE], status[FAILED], status[PENDING], workers)
+    unreadable: list[str] = []
+    status, workers = _counts(item_table(manifest, read_records(store, run_id, unreadable)))
+    counts = (status[DONE], status[FAILED], status[PENDING])
+    return Progress(run_id, sum(status.values()), *counts, workers, tuple(unreadable))
 
 
 # --- summary ------------------------------------------------------------------------------------
@@ -142,6 +153,7 @@ def summarize(
     manifest: Manifest | Mapping[str, Any],
     items: list[dict[str, Any]],
     jobs: Mapping[str, Job] | None = None,
+    unreadable: list[str] | None = None,
 ) -> dict[str, Any]:
     """The run's headline numbers from its spec, manifest and item rows.
 
@@ -175,6 +187,7 @@ def summarize(
         ],
         "workers": workers,
         "unexpected_items": _unexpected_ids(manifest, items),
+        "unreadable_records": list(unreadable or []),
     }
     summary.update(get_job(spec.kind, jobs).summarize(spec, rows, classes_of(spec.model)))
     return json_safe(summary)
@@ -212,11 +225,12 @@ def collect(
     keys = RunKeys(run_id)
     spec = JobSpec.from_dict(store.get_json(keys.spec), jobs)
     manifest = Manifest.from_dict(store.get_json(keys.manifest))
-    records = read_records(store, run_id)
+    unreadable: list[str] = []
+    records = read_records(store, run_id, unreadable)
     if presign is not None:
         records = _presigned(store, keys, records, presign)
     rows = item_table(manifest, records)
-    summary = summarize(spec, manifest, records, jobs)
+    summary = summarize(spec, manifest, records, jobs, unreadable)
     summary["report"] = store.url(keys.report, expires=presign)
     page = render_report(spec, manifest, summary, rows, store, jobs)
     store.put_json(keys.summary, summary)
@@ -244,6 +258,8 @@ def format_summary(summary: Mapping[str, Any], max_failures: int = 10, jobs: Map
         )
         if len(failures) > max_failures:
             lines.append(f"  ... and {len(failures) - max_failures} more (see items.jsonl)")
+    if s.get("unreadable_records"):
+        lines.append(f"unreadable records, their items counted pending: {'; '.join(s['unreadable_records'][:5])}")
     if s["unexpected_items"]:
         lines.append(f"records for items not in the manifest (ignored): {', '.join(s['unexpected_items'][:10])}")
     if s.get("report"):

@@ -10,13 +10,16 @@ import os
 import sys
 from collections.abc import Callable
 
+from celery import Celery
+
 from ascent.producer.build import PROG, prepare_job
 from ascent.producer.collector import collect, format_summary, progress
 from ascent.producer.progress import RunTimeout, print_progress, wait_for_run
-from ascent.producer.submit import resume, submit
+from ascent.producer.submit import resume, submit, unrecorded_shards
 from ascent.shared.errors import InvalidInput
 from ascent.shared.queue import create_app
 from ascent.shared.settings import Settings, redact_url
+from ascent.shared.spec import JobSpec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 NO_BROKER = "no broker configured: set ASCENT_BROKER_URL or pass --broker redis://HOST:6379/0"
@@ -31,29 +34,48 @@ def _broker_required(settings: Settings, hint: str = "") -> None:
         raise InvalidInput(NO_BROKER + hint)
 
 
+def run_embedded(
+    settings: Settings,
+    spec: JobSpec,
+    workers: int,
+    timeout: float | None,
+    enqueue: Callable[[Celery], None],
+) -> None:
+    """Start a private Redis and ``workers`` local workers (reading only the run's inputs), enqueue
+    with ``enqueue(app)``, wait for every item of ``spec``'s run, stop everything."""
+    from ascent.producer.embedded import Embedded
+
+    note(f"starting an embedded Redis and {workers} local worker(s)")
+    with Embedded(settings, workers=workers, input_roots=input_roots(spec)) as cluster:
+        note(f"embedded Redis at {cluster.broker_url}, {workers} worker(s) ready")
+        enqueue(cluster.app)
+        wait_for_run(settings.open_store(), spec.run_id, check=cluster.check_workers, timeout=timeout)
+    note("stopped the embedded Redis and workers")
+
+
+def input_roots(spec: JobSpec) -> list[str]:
+    """What the local workers of a run may read: the inputs the user named and the file parameters."""
+    return [*spec.inputs, *(uri for _, uris in spec.params.files() for uri in uris)]
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     jobs = settings.job_registry()
     run = prepare_job(args, settings, jobs, local_weights=not settings.broker_url)
     spec = run.spec
-    n_shards = len(run.manifest.shards)
+
+    def enqueue(app: Celery) -> None:
+        submit(spec, run.items, run.shard_size, run.store, app, note=note, jobs=jobs, settings=settings)
+        note(f"run {spec.run_id}: {len(run.items)} items in {len(run.manifest.shards)} shards")
+
     if settings.broker_url:
         app = create_app(settings)
         try:
-            submit(spec, run.items, run.shard_size, run.store, app, note=note, jobs=jobs)
-            note(f"submitted run {spec.run_id}: {len(run.items)} items in {n_shards} shards; waiting")
+            enqueue(app)
             wait_for_run(run.store, spec.run_id, timeout=args.timeout)
         finally:
             app.close()
     else:
-        from ascent.producer.embedded import Embedded
-
-        note(f"starting an embedded Redis and {args.workers} local worker(s)")
-        with Embedded(settings, workers=args.workers) as cluster:
-            note(f"embedded Redis at {cluster.broker_url}, {args.workers} worker(s) ready")
-            submit(spec, run.items, run.shard_size, run.store, cluster.app, note=note, jobs=jobs)
-            note(f"run {spec.run_id}: {len(run.items)} items in {n_shards} shards")
-            wait_for_run(run.store, spec.run_id, check=cluster.check_workers, timeout=args.timeout)
-        note("stopped the embedded Redis and workers")
+        run_embedded(settings, spec, args.workers, args.timeout, enqueue)
     print(format_summary(collect(run.store, spec.run_id, jobs=jobs), jobs=jobs))
     return EXIT_OK
 
@@ -64,7 +86,7 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
     run = prepare_job(args, settings, jobs, local_weights=False)
     app = create_app(settings)
     try:
-        submit(run.spec, run.items, run.shard_size, run.store, app, note=note, jobs=jobs)
+        submit(run.spec, run.items, run.shard_size, run.store, app, note=note, jobs=jobs, settings=settings)
     finally:
         app.close()
     print(
@@ -76,23 +98,34 @@ def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
-    """Compare the run's manifest with the records in the store; re-enqueue the shards without one."""
-    _broker_required(settings)
+    """Compare the run's manifest with the records in the store; re-enqueue the shards without one.
+    Without a broker, in the embedded default: local Redis and workers finish the run and collect it."""
     store = settings.open_store()
-    app = create_app(settings)
-    try:
-        missing, total = resume(store, args.run_id, app, settings.job_registry())
-    finally:
-        app.close()
-    print(
-        f"run {args.run_id}: re-enqueued {len(missing)} of {total} shards to "
-        f"{redact_url(settings.broker_url)} ({total - len(missing)} already recorded)"
-    )
+    jobs = settings.job_registry()
+    spec, missing, total = unrecorded_shards(store, args.run_id, jobs)
+
+    def enqueue(app: Celery) -> None:
+        resume(store, args.run_id, app, jobs, settings)
+        recorded, where = total - len(missing), redact_url(app.conf.broker_url)
+        print(f"run {args.run_id}: re-enqueued {len(missing)} of {total} shards to {where}", end="")
+        print(f" ({recorded} already recorded)")
+
+    if settings.broker_url:
+        app = create_app(settings)
+        try:
+            enqueue(app)
+        finally:
+            app.close()
+        return EXIT_OK
+    run_embedded(settings, spec, args.workers, args.timeout, enqueue)
+    print(format_summary(collect(store, args.run_id, jobs=jobs), jobs=jobs))
     return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    print_progress(progress(settings.open_store(), args.run_id))
+    store = settings.open_store()
+    state = progress(store, args.run_id)
+    print_progress(state, None if state.complete else store.writable(args.run_id))
     return EXIT_OK
 
 

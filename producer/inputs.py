@@ -19,6 +19,7 @@ Problems raise ``InvalidSpec`` with field ``inputs`` (missing path, empty folder
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,11 +28,13 @@ from typing import BinaryIO
 from ascent.shared.catalog import NUM_CLASSES
 from ascent.shared.errors import InvalidInput, InvalidSpec
 from ascent.shared.images import npz_rows
+from ascent.shared.limits import Limits
 from ascent.shared.s3store import BucketNotFound, S3Client
 from ascent.shared.settings import Settings
 from ascent.shared.spec import Item, item_id
 from ascent.shared.uris import is_s3, parse_uri, s3_uri
 
+log = logging.getLogger("ascent")
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 
 
@@ -46,27 +49,44 @@ def local_path(path_or_uri: str | os.PathLike[str], field: str = "inputs") -> Pa
     return uri.local_path
 
 
+def _within(limits: Limits, name: str, value: int, what: str, field: str) -> None:
+    try:
+        limits.check(name, value, what)
+    except InvalidInput as exc:
+        raise InvalidSpec(field, str(exc)) from None
+
+
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def folder_images(folder: Path) -> list[Path]:
-    """Image files under ``folder``, recursively, sorted by their relative POSIX path; hidden ones skipped."""
+    """Image files under ``folder``, recursively, sorted by their relative POSIX path; hidden ones
+    skipped, and links that lead out of the folder too (with a warning: they are never read)."""
     found: list[tuple[str, Path]] = []
+    root = Path(os.path.realpath(folder))
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
             path = Path(dirpath, name)
-            if not name.startswith(".") and is_image_file(path) and path.is_file():
-                found.append((path.relative_to(folder).as_posix(), path))
+            if name.startswith(".") or not is_image_file(path) or not path.is_file():
+                continue
+            resolved = Path(os.path.realpath(path))
+            if resolved != root and root not in resolved.parents:
+                log.warning("skipped %s: a link that leads out of %s", path, folder)
+                continue
+            found.append((path.relative_to(folder).as_posix(), path))
     return [path for _, path in sorted(found)]
 
 
-def npz_labels(source: Path | BinaryIO, name: str) -> list[int | None]:
-    """The label of every row of an .npz (None without ``y``), read from its headers and ``y`` only.
-    Raises InvalidSpec("inputs") for anything but X N×H×W×3 uint8 and y N class ids."""
+def npz_labels(source: Path | BinaryIO, name: str, limits: Limits) -> list[int | None]:
+    """The label of every row of an .npz (None without ``y``), read from its headers and ``y`` only,
+    within the limits (rows, bytes, pixels), before anything is allocated. Raises InvalidSpec("inputs")
+    for anything but X N×H×W×3 uint8 and y N class ids."""
     try:
-        labels = npz_rows(source, name)
+        labels = npz_rows(
+            source, name, max_pixels=limits.max_pixels, max_bytes=limits.max_npz_bytes, max_rows=limits.max_items
+        )
     except InvalidInput as exc:
         raise InvalidSpec("inputs", str(exc)) from None
     for row, label in enumerate(labels):
@@ -80,9 +100,10 @@ def expand_input(
 ) -> list[tuple[str, int | None]]:
     """(source URI, label) for every item one argument names, in order. ``settings`` give the S3
     endpoint and region for an ``s3://`` argument (default: boto3's own environment handling)."""
+    settings = settings or Settings()
     if is_s3(path_or_uri):
-        s3 = S3Client(settings.aws_endpoint_url, settings.aws_region) if settings else S3Client()
-        return expand_s3(os.fspath(path_or_uri), field, s3)
+        s3 = S3Client(settings.aws_endpoint_url, settings.aws_region)
+        return expand_s3(os.fspath(path_or_uri), field, s3, settings.limits)
     path = local_path(path_or_uri, field)
     if path.is_dir():
         images = folder_images(path)
@@ -95,7 +116,14 @@ def expand_input(
         raise InvalidSpec(field, f"{path} is neither a file nor a folder")
     if path.suffix.lower() == ".npz":
         uri = path.as_uri()
-        return [(f"{uri}#{row}", label) for row, label in enumerate(npz_labels(path, str(path)))]
+        if path.stat().st_size > settings.max_npz_bytes:
+            raise InvalidSpec(
+                field,
+                f"{path}: {path.stat().st_size:,} bytes, over the limit of {settings.max_npz_bytes:,} "
+                "(ASCENT_MAX_NPZ_BYTES; raise it if this is intended)",
+            )
+        labels = npz_labels(path, str(path), settings.limits)
+        return [(f"{uri}#{row}", label) for row, label in enumerate(labels)]
     return [(path.as_uri(), None)]
 
 
@@ -104,7 +132,7 @@ def _visible_image(relative_key: str) -> bool:
     return all(p and not p.startswith(".") for p in parts) and is_image_file(Path(parts[-1]))
 
 
-def expand_s3(uri: str, field: str, s3: S3Client) -> list[tuple[str, int | None]]:
+def expand_s3(uri: str, field: str, s3: S3Client, limits: Limits) -> list[tuple[str, int | None]]:
     """Items of an ``s3://`` argument, read in place by the workers (nothing is copied).
 
     ``s3://bucket/prefix/`` (or a prefix that is not itself an object): every image object under it,
@@ -126,7 +154,8 @@ def expand_s3(uri: str, field: str, s3: S3Client) -> list[tuple[str, int | None]
         keys = listing(key)
         if key in keys:  # one object
             if key.lower().endswith(".npz"):
-                rows = npz_labels(io.BytesIO(s3.read(bucket, key, what=uri)), uri)
+                _within(limits, "max_npz_bytes", s3.size(bucket, key, what=uri), f"{uri}: size in bytes", field)
+                rows = npz_labels(io.BytesIO(s3.read(bucket, key, what=uri)), uri, limits)
                 return [(f"{s3_uri(bucket, key)}#{row}", label) for row, label in enumerate(rows)]
             return [(s3_uri(bucket, key), None)]
         prefix = key + "/"
@@ -147,9 +176,16 @@ def enumerate_inputs(
     with ids 000000, 000001, ..."""
     if not paths:
         raise InvalidSpec(field, "no inputs given")
+    settings = settings or Settings()
     sources: list[tuple[str, int | None]] = []
     for p in paths:
         sources.extend(expand_input(p, field, settings))
+        if len(sources) > settings.max_items:
+            raise InvalidSpec(
+                field,
+                f"{len(sources):,} items, over the limit of {settings.max_items:,} per run "
+                "(ASCENT_MAX_ITEMS; raise it if this is intended)",
+            )
     return [Item(item_id(i), source, label) for i, (source, label) in enumerate(sources)]
 
 

@@ -14,14 +14,17 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 
-from ascent.shared.errors import InvalidInput, InvalidSpec, NotFoundInStore, TransientError
+from ascent.shared.errors import AlreadyExists, InvalidInput, InvalidSpec, NotFoundInStore, TransientError
 from ascent.shared.jobs.base import Job
 from ascent.shared.keys import RunKeys
+from ascent.shared.messages import canonical, task_message
 from ascent.shared.queue import DEFAULT_QUEUE, RUN_SHARD_TASK
-from ascent.shared.spec import Item, JobSpec, Manifest, Shard, shard_id, task_message
+from ascent.shared.settings import Settings
+from ascent.shared.spec import Item, JobSpec, Manifest, Shard, shard_id
 from ascent.shared.store import FileStore, Store
 from ascent.shared.uris import parse_uri
 
@@ -59,11 +62,15 @@ def already_exists(store: Store, run_id: str) -> InvalidSpec:
 
 
 def record_run(spec: JobSpec, manifest: Manifest, store: Store) -> None:
-    """Write spec.json then manifest.json; refuses to overwrite an existing run (InvalidSpec "run_id")."""
+    """Claim the run id by creating spec.json (one conditional write: of two submits with the same id
+    exactly one gets it), then write manifest.json. Raises InvalidSpec("run_id") when the id is taken."""
     if run_exists(store, spec.run_id):
         raise already_exists(store, spec.run_id)
     keys = RunKeys(spec.run_id)
-    store.put_json(keys.spec, spec.to_dict())
+    try:
+        store.create_json(keys.spec, spec.to_dict())
+    except AlreadyExists:
+        raise already_exists(store, spec.run_id) from None
     store.put_json(keys.manifest, manifest.to_dict())
 
 
@@ -142,19 +149,36 @@ def upload_inputs(spec: JobSpec, items: Sequence[Item], store: Store, *, threads
 # ----------------------------------------------------------------------------- enqueueing
 
 
-def enqueue(spec: JobSpec, shards: Sequence[Shard], app: Celery) -> list[str]:
-    """Send one ``ascent.run_shard`` task per shard; return the task ids.
+def task_messages(spec: JobSpec, shards: Sequence[Shard], settings: Settings) -> list[dict[str, Any]]:
+    """One message per shard, signed when ``settings`` have a signing key; raises InvalidSpec
+    ("shard_size") before anything is sent when one would exceed the message size limit."""
+    messages = [task_message(spec, shard, settings.signing_key) for shard in shards]
+    for message in messages:
+        size = len(canonical(message))
+        if size > settings.max_message_bytes:
+            raise InvalidSpec(
+                "shard_size",
+                f"a task message would take {size:,} bytes, over the limit of {settings.max_message_bytes:,} "
+                "(ASCENT_MAX_MESSAGE_BYTES): use a smaller --shard-size",
+            )
+    return messages
+
+
+def enqueue(run_id: str, messages: Sequence[dict[str, Any]], app: Celery) -> list[str]:
+    """Send one ``ascent.run_shard`` task per message; return the task ids.
 
     Raises TransientError when the broker cannot be reached (retrying later can help)."""
     from kombu.exceptions import OperationalError
 
     ids = []
     try:
-        for shard in shards:
-            result = app.send_task(RUN_SHARD_TASK, args=[task_message(spec, shard)], queue=DEFAULT_QUEUE)
-            ids.append(result.id)
+        for message in messages:
+            ids.append(app.send_task(RUN_SHARD_TASK, args=[message], queue=DEFAULT_QUEUE).id)
     except OperationalError as exc:
-        raise TransientError(f"cannot reach the broker to enqueue run {spec.run_id}: {exc}") from exc
+        raise TransientError(
+            f"cannot reach the broker to enqueue run {run_id} ({exc}); the run is recorded in the store: "
+            f"`ascent resume {run_id}` enqueues what is missing once the broker is back"
+        ) from exc
     return ids
 
 
@@ -168,6 +192,7 @@ def submit(
     upload: bool | None = None,
     note: Callable[[str], None] | None = None,
     jobs: Mapping[str, Job] | None = None,
+    settings: Settings | None = None,
 ) -> Manifest:
     """Validate, upload local inputs when needed, record the run in ``store`` (spec.json, manifest.json),
     enqueue one task per shard.
@@ -175,10 +200,12 @@ def submit(
     ``upload``: copy local input files into the store first (``upload_inputs``); default
     ``needs_upload(store)``, i.e. for every store but a local folder. ``note`` hears about uploads.
     Every validation happens before the first write; returns the manifest."""
-    spec = spec.validate(jobs)
+    settings = settings or Settings()
+    spec = spec.validate(jobs, settings.limits)
     if spec.store != store.uri:
         raise InvalidSpec("store", f"the spec names {spec.store} but the run would be recorded in {store.uri}")
     manifest = plan_run(spec, items, shard_size)
+    task_messages(spec, manifest.shards, settings)  # too large: refused before anything is written
     if needs_upload(store) if upload is None else upload:
         if run_exists(store, spec.run_id):
             raise already_exists(store, spec.run_id)
@@ -188,8 +215,9 @@ def submit(
             note(f"uploaded {done.files} local input file(s), {done.bytes / 2**20:.1f} MiB, to {where}/")
         spec = done.spec
         manifest = plan_run(spec, done.items, shard_size)
+    messages = task_messages(spec, manifest.shards, settings)
     record_run(spec, manifest, store)
-    enqueue(spec, manifest.shards, app)
+    enqueue(spec.run_id, messages, app)
     return manifest
 
 
@@ -211,7 +239,9 @@ def unrecorded_shards(
     return spec, [s for s in manifest.shards if s.shard_id not in recorded], len(manifest.shards)
 
 
-def resume(store: Store, run_id: str, app: Celery, jobs: Mapping[str, Job] | None = None) -> tuple[list[Shard], int]:
+def resume(
+    store: Store, run_id: str, app: Celery, jobs: Mapping[str, Job] | None = None, settings: Settings | None = None
+) -> tuple[list[Shard], int]:
     """Re-enqueue every shard of ``run_id`` that has no record in ``store``; return them and the total.
 
     Safe to run any number of times and while workers still run: a worker skips a shard whose record
@@ -219,5 +249,5 @@ def resume(store: Store, run_id: str, app: Celery, jobs: Mapping[str, Job] | Non
     of a shard. Use it after a broker restart lost queued tasks, after workers were gone, or after the
     producer died mid-submit (the manifest is written before the first task is sent)."""
     spec, missing, total = unrecorded_shards(store, run_id, jobs)
-    enqueue(spec, missing, app)
+    enqueue(run_id, task_messages(spec, missing, settings or Settings()), app)
     return missing, total

@@ -45,3 +45,12 @@ class TransientError(AscentError):
     """A fault that may pass: network, throttling, 5xx. Retry with backoff."""
 
     retryable = True
+
+
+class StoreUnavailable(TransientError):
+    """The store cannot be written right now (full, read-only, unreachable). Nothing may be lost to
+    it: the work is retried, with backoff, until the store takes it again."""
+
+
+class AlreadyExists(StoreError):
+    """A conditional write found the key already there (permanent for that key)."""

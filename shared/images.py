@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -38,19 +39,31 @@ _SIGNATURES = {
 }
 
 
+_BYTES_LITERAL = re.compile(r"""b(["'])(?:\\.|(?!\1).)*\1""")
+
+
+def _why(e: BaseException) -> str:
+    """A decoder's error for a message: its type and text with any quoted bytes removed (decoders
+    quote the file's first bytes, which may be someone's secret) and the length capped."""
+    text = _BYTES_LITERAL.sub("b'…'", str(e))
+    return f"{type(e).__name__}: {text}"[:200]
+
+
 def _describe_unreadable(data: bytes) -> str:
+    """What the bytes look like, without quoting them (a file may hold secrets: errors end up in records
+    and reports that others read)."""
     for signature, fmt in _SIGNATURES.items():
         if data.startswith(signature):
             return f"starts like a {fmt} file but its header is truncated or corrupt"
     head = data[:512]
     if b"\0" not in head:
         try:
-            text = head.decode("utf-8")
+            head.decode("utf-8")
         except UnicodeDecodeError:
             pass
         else:
-            return f"a text file, not an image (starts with {text[:40]!r})"
-    return f"not a supported image format ({', '.join(ALLOWED_FORMATS)}); starts with {data[:8]!r}"
+            return "a text file, not an image"
+    return f"not a supported image format ({', '.join(ALLOWED_FORMATS)})"
 
 
 def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
@@ -68,12 +81,16 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             # Pillow warns above its own limit; ours, checked below, is the one that applies.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise InvalidInput(f"{name}: image too large, refused as a possible decompression bomb ({e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        declared = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        raise InvalidInput(
+            f"{name}: its header declares over {declared:,} pixels, which exceeds the limit of {max_pixels:,} "
+            "(possible decompression bomb; raise ASCENT_MAX_PIXELS if the image is genuine)"
+        ) from None
     except UnidentifiedImageError:
         raise InvalidInput(f"{name}: {_describe_unreadable(data)}") from None
     except _DECODE_ERRORS as e:
-        raise InvalidInput(f"{name}: corrupt image header ({type(e).__name__}: {e})") from None
+        raise InvalidInput(f"{name}: corrupt image header ({_why(e)})") from None
 
     with image:
         width, height = image.size
@@ -93,7 +110,7 @@ def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
         except Image.DecompressionBombError as e:
             raise InvalidInput(f"{name}: refused as a possible decompression bomb ({e})") from None
         except _DECODE_ERRORS as e:
-            raise InvalidInput(f"{name}: corrupt or truncated {image.format} image ({type(e).__name__}: {e})") from None
+            raise InvalidInput(f"{name}: corrupt or truncated {image.format} image ({_why(e)})") from None
 
 
 def _to_rgb_array(image: Image.Image, name: str) -> np.ndarray:
@@ -212,17 +229,18 @@ def _npz(
     name: str,
     max_pixels: int | None,
     max_bytes: int,
+    max_rows: int | None = None,
 ) -> Iterator[tuple[np.lib.npyio.NpzFile, tuple[int, ...], bool]]:
     """The open .npz, the shape of ``X`` and whether it has ``y``, after checking both headers: X is
-    N×H×W×3 uint8 within ``max_pixels`` per image and ``max_bytes`` in all, y (when present) holds N
-    integers. Nothing is decompressed before the checks pass."""
+    N×H×W×3 uint8 with N ≤ ``max_rows``, within ``max_pixels`` per image and ``max_bytes`` in all, y
+    (when present) holds N integers. Nothing is decompressed or allocated before the checks pass."""
     source = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
     try:
         loaded = np.load(source, allow_pickle=False)
     except FileNotFoundError:
         raise InvalidInput(f"{name}: file does not exist") from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise InvalidInput(f"{name}: not a readable .npz file ({e})") from None
+        raise InvalidInput(f"{name}: not a readable .npz file ({_why(e)})") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise InvalidInput(f"{name}: a single .npy array; expected an .npz with arrays X (and y)")
     with loaded as npz:
@@ -237,8 +255,16 @@ def _npz(
                     f"{name}: images of {shape[2]}×{shape[1]} exceed {max_pixels:,} pixels "
                     "(raise ASCENT_MAX_PIXELS if they are genuine)"
                 )
+            if max_rows is not None and shape[0] > max_rows:
+                raise InvalidInput(
+                    f"{name}: X holds {shape[0]:,} images, over the limit of {max_rows:,} items per run "
+                    "(ASCENT_MAX_ITEMS; raise it if this is intended)"
+                )
             if math.prod(shape) > max_bytes:
-                raise InvalidInput(f"{name}: X would take {math.prod(shape):,} bytes, over {max_bytes:,}")
+                raise InvalidInput(
+                    f"{name}: X would take {math.prod(shape):,} bytes, over the limit of {max_bytes:,} "
+                    "(ASCENT_MAX_NPZ_BYTES; raise it if this is intended)"
+                )
             has_y = "y" in npz.files
             if has_y:
                 y_shape, y_dtype = npy_header(npz, "y", name)
@@ -248,7 +274,7 @@ def _npz(
         except InvalidInput:
             raise
         except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
-            raise InvalidInput(f"{name}: corrupt .npz file ({type(e).__name__}: {e})") from None
+            raise InvalidInput(f"{name}: corrupt .npz file ({_why(e)})") from None
 
 
 def read_npz(
@@ -276,10 +302,11 @@ def npz_rows(
     *,
     max_pixels: int | None = None,
     max_bytes: int = DEFAULT_MAX_NPZ_BYTES,
+    max_rows: int | None = None,
 ) -> list[int | None]:
     """The label of every row of ``X`` (None where there is no ``y``), read without loading ``X``:
     what the producer needs to plan items. Raises InvalidInput naming ``name``."""
-    with _npz(data_or_path, name, max_pixels, max_bytes) as (npz, shape, has_y):
+    with _npz(data_or_path, name, max_pixels, max_bytes, max_rows) as (npz, shape, has_y):
         if not has_y:
             return [None] * shape[0]
         return [int(label) for label in npz["y"].tolist()]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 from ascent.shared.errors import InvalidInput, InvalidSpec
+from ascent.shared.limits import Limits
 
 P = TypeVar("P", bound="JobParams")
 
@@ -107,6 +108,15 @@ class ParamInfo:
     required: bool
     cli_required: bool
     append: bool
+    limit: str | None
+
+    def check_limit(self, value: Any, limits: Limits) -> None:
+        """Raise InvalidInput when ``value`` (a number, or a sequence by its length) exceeds the limit
+        named by ``limit`` (an ``ascent.shared.limits.Limits`` field)."""
+        if self.limit is None or value is None:
+            return
+        amount = len(value) if isinstance(value, (tuple, list)) else value
+        limits.check(self.limit, amount, f"params.{self.name}")
 
     @property
     def flag(self) -> str:
@@ -121,10 +131,19 @@ def param(
     required: bool = False,
     cli_required: bool = False,
     append: bool = False,
+    limit: str | None = None,
 ) -> Any:
     """A parameter field. ``required``: the spec must give a value (the default is only a placeholder);
-    ``cli_required``: the command line must give the flag; ``append``: the flag may repeat."""
-    options = {"kind": kind, "help": help, "required": required, "cli_required": cli_required, "append": append}
+    ``cli_required``: the command line must give the flag; ``append``: the flag may repeat; ``limit``:
+    the ``Limits`` field that bounds it (a sequence by its length), e.g. ``"max_iters"``."""
+    options = {
+        "kind": kind,
+        "help": help,
+        "required": required,
+        "cli_required": cli_required,
+        "append": append,
+        "limit": limit,
+    }
     return dataclasses.field(default=default, metadata={"param": options})
 
 
@@ -189,6 +208,14 @@ class JobParams:
 
     def replace(self: P, **changes: Any) -> P:
         return type(self).from_dict({**self.to_dict(), **{k: _to_json(v) for k, v in changes.items()}})
+
+    def check_limits(self, limits: Limits) -> None:
+        """Raise InvalidSpec naming the field whose value exceeds its limit."""
+        for info in self.infos():
+            try:
+                info.check_limit(getattr(self, info.name), limits)
+            except InvalidInput as exc:
+                raise InvalidSpec(f"params.{info.name}", str(exc).split(": ", 1)[1]) from None
 
     def class_ids(self) -> Iterator[tuple[str, int]]:
         """(field name, class id) for every class id the parameters hold."""

@@ -33,7 +33,14 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from ascent.shared.errors import InvalidInput, NotFoundInStore, StoreError, TransientError
+from ascent.shared.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFoundInStore,
+    StoreError,
+    StoreUnavailable,
+    TransientError,
+)
 from ascent.shared.keys import validate_key
 from ascent.shared.store import Store
 from ascent.shared.uris import parse_uri
@@ -84,8 +91,11 @@ def bucket_not_found(bucket: str, endpoint: str | None) -> BucketNotFound:
 
 
 @contextmanager
-def translate_errors(what: str, bucket: str, endpoint: str | None) -> Iterator[None]:
-    """Turn botocore exceptions raised inside the block into ascent's errors naming ``what``."""
+def translate_errors(
+    what: str, bucket: str, endpoint: str | None, transient: type[TransientError] = TransientError
+) -> Iterator[None]:
+    """Turn botocore exceptions raised inside the block into ascent's errors naming ``what``; faults
+    that may pass become ``transient`` (a store's are StoreUnavailable: retried until it answers)."""
     where = f" at {endpoint}" if endpoint else ""
     try:
         yield
@@ -98,8 +108,10 @@ def translate_errors(what: str, bucket: str, endpoint: str | None) -> Iterator[N
             raise bucket_not_found(bucket, endpoint) from None
         if code in _NOT_FOUND_CODES:
             raise NotFoundInStore(f"{what} does not exist") from None
+        if code == "PreconditionFailed":
+            raise AlreadyExists(f"{what} already exists") from None
         if status >= 500 or code in _RETRYABLE_CODES:
-            raise TransientError(f"{what}: S3{where} answered {status} {code}: {message} (retry later)") from e
+            raise transient(f"{what}: S3{where} answered {status} {code}: {message} (retry later)") from e
         if code in _CREDENTIAL_CODES:
             raise StoreError(
                 f"{what}: access denied ({code}){where}: check the AWS credentials and the bucket policy"
@@ -111,7 +123,7 @@ def translate_errors(what: str, bucket: str, endpoint: str | None) -> Iterator[N
             f"{what}: no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or a profile/role)"
         ) from e
     except (BotoConnectionError, HTTPClientError) as e:
-        raise TransientError(f"{what}: cannot reach S3{where}: {e} (retry later)") from e
+        raise transient(f"{what}: cannot reach S3{where}: {e} (retry later)") from e
     except BotoCoreError as e:
         raise StoreError(f"{what}: {e}") from e
 
@@ -238,7 +250,7 @@ class S3Store(Store):
         return self.s3.client
 
     def _errors(self, key: str) -> Any:
-        return translate_errors(f"{self.uri}/{key}", self.bucket, self.endpoint_url)
+        return translate_errors(f"{self.uri}/{key}", self.bucket, self.endpoint_url, StoreUnavailable)
 
     def _object_key(self, key: str) -> str:
         key = self.prefix + validate_key(key)
@@ -298,6 +310,19 @@ class S3Store(Store):
                     ExtraArgs={"ContentType": content_type},
                     Config=transfer,
                 )
+
+    def create(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """A PUT with ``If-None-Match: *`` (AWS since 2024, MinIO, moto): S3 itself refuses the second
+        writer. A server that ignores the condition cannot refuse it (docs/reliability.md)."""
+        object_key = self._object_key(key)
+        with self._errors(key):
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=object_key,
+                Body=bytes(data),
+                ContentType=content_type or "application/octet-stream",
+                IfNoneMatch="*",
+            )
 
     def get(self, key: str) -> bytes:
         object_key = self._object_key(key)

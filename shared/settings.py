@@ -12,9 +12,16 @@
                               before its items are recorded failed (default 3; ascent.worker.attempts)
     ASCENT_MAX_RETRIES        retries of a shard after a transient error (network, S3 5xx) before
                               its items are recorded failed (default 5)
-    ASCENT_MAX_PIXELS         largest input image, width × height (default 64,000,000)
     ASCENT_FLOWER_BASIC_AUTH  user:password[,user2:password2] for Flower
     ASCENT_JOBS               extra job modules, module:ATTRIBUTE[,...] (ascent.shared.jobs)
+    ASCENT_INPUT_ROOTS        where workers may read inputs, besides their stores: folders or files
+                              and s3://bucket/prefix, comma-separated (default none: only the stores)
+    ASCENT_ALLOWED_STORES     stores workers may write to besides ASCENT_STORE, comma-separated
+    ASCENT_SIGNING_KEY        shared secret; when set, task messages are signed (HMAC-SHA256) and
+                              workers discard any message without a valid signature
+    ASCENT_MAX_*              limits (ascent.shared.limits: pixels, bytes, items, side, iterations,
+                              classes, message size)
+    ASCENT_PARENT_PID         a worker of the embedded default dies with this process
     ASCENT_FAULT_INJECT       a testing facility, never for production (ascent.worker.faults)
 
 AWS keys are deliberately not here: boto3 reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``
@@ -32,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ascent.shared.errors import InvalidInput
+from ascent.shared.limits import LIMIT_VARS, Limits
 
 if TYPE_CHECKING:
     from ascent.shared.jobs.base import Job
@@ -46,13 +54,17 @@ ENV_VARS: dict[str, str] = {
     "s3_public_endpoint_url": "ASCENT_S3_PUBLIC_ENDPOINT",
     "max_attempts": "ASCENT_MAX_ATTEMPTS",
     "max_retries": "ASCENT_MAX_RETRIES",
-    "max_pixels": "ASCENT_MAX_PIXELS",
     "flower_basic_auth": "ASCENT_FLOWER_BASIC_AUTH",
     "jobs": "ASCENT_JOBS",
+    "input_roots": "ASCENT_INPUT_ROOTS",
+    "allowed_stores": "ASCENT_ALLOWED_STORES",
+    "signing_key": "ASCENT_SIGNING_KEY",
+    **LIMIT_VARS,
+    "parent_pid": "ASCENT_PARENT_PID",
     "fault_inject": "ASCENT_FAULT_INJECT",
 }
-_INT_FIELDS = ("max_attempts", "max_retries", "max_pixels")
-_LIST_FIELDS = ("jobs",)
+_INT_FIELDS = ("max_attempts", "max_retries", "parent_pid", *LIMIT_VARS)
+_LIST_FIELDS = ("jobs", "input_roots", "allowed_stores")
 _HIDDEN = "***"
 
 
@@ -93,20 +105,37 @@ class Settings:
     s3_public_endpoint_url: str | None = None
     max_attempts: int = 3
     max_retries: int = 5
-    # Below Pillow's own warning limit (89,478,485) so our clearer error fires first.
-    max_pixels: int = 64_000_000
     flower_basic_auth: str | None = None
     jobs: tuple[str, ...] = ()
+    input_roots: tuple[str, ...] = ()
+    allowed_stores: tuple[str, ...] = ()
+    signing_key: str | None = None
+    max_pixels: int = Limits.max_pixels
+    max_input_bytes: int = Limits.max_input_bytes
+    max_npz_bytes: int = Limits.max_npz_bytes
+    max_items: int = Limits.max_items
+    max_side: int = Limits.max_side
+    max_iters: int = Limits.max_iters
+    max_classes: int = Limits.max_classes
+    max_message_bytes: int = Limits.max_message_bytes
+    parent_pid: int | None = None
     fault_inject: str | None = None
 
     def __post_init__(self) -> None:
         for name in _INT_FIELDS:
             value = getattr(self, name)
+            if name == "parent_pid" and value is None:
+                continue
             least, what = (0, "a non-negative integer") if name == "max_retries" else (1, "a positive integer")
             if not isinstance(value, int) or isinstance(value, bool) or value < least:
                 raise _problem(name, f"must be {what}, got {value!r}")
         if not isinstance(self.jobs, tuple) or not all(isinstance(j, str) and ":" in j for j in self.jobs):
             raise _problem("jobs", f"must be module:ATTRIBUTE references, got {self.jobs!r}")
+        for name in ("input_roots", "allowed_stores"):
+            if not isinstance(getattr(self, name), tuple):
+                raise _problem(name, "must be a tuple of paths or URIs")
+        if self.signing_key is not None and len(self.signing_key) < 16:
+            raise _problem("signing_key", "must be at least 16 characters (e.g. openssl rand -hex 32)")
         if self.broker_url is not None and "://" not in self.broker_url:
             raise _problem("broker_url", f"{redact_url(self.broker_url)!r} is not a URL like redis://host:6379/0")
         if not self.store:
@@ -156,6 +185,10 @@ class Settings:
             changes["store"] = store
         return dataclasses.replace(self, **changes)
 
+    @property
+    def limits(self) -> Limits:
+        return Limits(**{name: getattr(self, name) for name in LIMIT_VARS})
+
     def job_registry(self) -> Mapping[str, Job]:
         """Ascent's jobs and the extra ones these settings name (``ascent.shared.jobs.registry``)."""
         from ascent.shared.jobs import registry
@@ -184,6 +217,7 @@ class Settings:
         values["aws_endpoint_url"] = redact_url(self.aws_endpoint_url)
         values["s3_public_endpoint_url"] = redact_url(self.s3_public_endpoint_url)
         values["flower_basic_auth"] = redact_basic_auth(self.flower_basic_auth)
+        values["signing_key"] = _HIDDEN if self.signing_key else None
         return values
 
     def __repr__(self) -> str:

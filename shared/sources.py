@@ -1,19 +1,31 @@
 """Read an item's source (see ``ascent.shared.uris``): a local file, an S3 object, an object of an
 in-process store, or one row of an .npz among those.
 
-``SourceReader(settings)`` holds what reading needs for one process: the S3 client (endpoint and
-region from the settings), the pixel limit, and a small cache of .npz files, so a shard of items
-from one file reads it once. Errors name the URI: a missing or unreadable input is ``InvalidInput``
-(permanent), a network or I/O fault that may pass is ``TransientError``.
+``SourceReader(settings, roots)`` holds what reading needs for one process: the S3 client (endpoint
+and region from the settings), the limits, the input roots, and a small cache of .npz files, so a
+shard of items from one file reads it once.
+
+- **Roots** (``InputRoots``): a worker reads only under its roots (``ASCENT_INPUT_ROOTS`` and its
+  stores); a local path is resolved first, so a link cannot lead out of them. ``roots=None`` (the
+  producer, which reads what its user named) reads anywhere.
+- **Limits**: a file's size is checked before it is read (stat, or HEAD on S3), against
+  ``max_input_bytes`` (images) or ``max_npz_bytes`` (.npz); only regular files are read (never a
+  device or a pipe); pixels are checked on the image's header before decoding.
+
+Errors name the URI, never the file's contents: a missing, unreadable, oversized or forbidden input
+is ``InvalidInput`` (permanent), a network or I/O fault that may pass is ``TransientError``.
 """
 
 from __future__ import annotations
 
 import errno
+import os
+import stat
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -53,11 +65,55 @@ def _s3_errors(uri: str) -> Iterator[None]:
         raise InvalidInput(f"{uri}: does not exist ({e})") from None
 
 
+class InputRoots:
+    """Where inputs may be read from: local folders or files (resolved), ``s3://bucket/prefix`` and
+    ``memory://name/prefix``. ``check`` returns the local path to read, or raises InvalidInput."""
+
+    def __init__(self, roots: Iterable[str]) -> None:
+        self.local: list[Path] = []
+        self.prefixes: list[tuple[str, str, str]] = []  # (scheme, bucket or store name, key prefix)
+        for root in roots:
+            parsed = parse_uri(root, rows=False)
+            if parsed.scheme == "file":
+                self.local.append(Path(os.path.realpath(parsed.path)))
+            elif parsed.scheme in ("s3", "memory"):
+                prefix = parsed.path.strip("/")
+                self.prefixes.append((parsed.scheme, parsed.bucket, f"{prefix}/" if prefix else ""))
+
+    def _under(self, path: Path) -> bool:
+        return any(path == root or root in path.parents for root in self.local)
+
+    def check(self, parsed: Uri, what: str) -> Path | None:
+        """The resolved local path of an allowed file source (None for other schemes); raises
+        InvalidInput when the source lies outside the roots, or is a link that leads out of them."""
+        if parsed.scheme == "file":
+            resolved = Path(os.path.realpath(parsed.path))
+            if self._under(resolved):
+                return resolved
+            if self._under(Path(os.path.abspath(parsed.path))):
+                raise InvalidInput(f"{what}: a link that leads out of the worker's input roots; not read")
+            raise InvalidInput(f"{what}: outside the worker's input roots (ASCENT_INPUT_ROOTS); not read")
+        if not any(
+            parsed.scheme == scheme and parsed.bucket == bucket and parsed.path.startswith(prefix)
+            for scheme, bucket, prefix in self.prefixes
+        ):
+            raise InvalidInput(f"{what}: outside the worker's input roots (ASCENT_INPUT_ROOTS); not read")
+        return None
+
+
 class SourceReader:
     """Reads sources for one process (see the module docstring). Thread-safe."""
 
-    def __init__(self, settings: Settings | None = None, *, npz_files: int = NPZ_CACHE_FILES) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        roots: Iterable[str] | None = None,
+        *,
+        npz_files: int = NPZ_CACHE_FILES,
+    ) -> None:
         self.settings = settings or Settings()
+        self.limits = self.settings.limits
+        self.roots = None if roots is None else InputRoots(roots)
         self.s3 = S3Client(self.settings.aws_endpoint_url, self.settings.aws_region)
         self._npz: OrderedDict[tuple[str, str, int], NpzImages] = OrderedDict()
         self._npz_files = npz_files
@@ -78,22 +134,41 @@ class SourceReader:
             )
         return parsed
 
+    def _limit(self, parsed: Uri, size: int, what: str) -> None:
+        name = "max_npz_bytes" if parsed.is_npz else "max_input_bytes"
+        self.limits.check(name, size, f"{what}: file size in bytes")
+
     def _read(self, parsed: Uri, what: str) -> bytes:
+        local = self.roots.check(parsed, what) if self.roots is not None else None
         if parsed.scheme == "file":
+            path = local or parsed.local_path
             with _local_errors(what):
-                return parsed.local_path.read_bytes()
+                info = path.stat()
+                if stat.S_ISDIR(info.st_mode):
+                    raise InvalidInput(f"{what}: is a directory, not a file")
+                if not stat.S_ISREG(info.st_mode):
+                    raise InvalidInput(f"{what}: not a regular file (a device, a pipe or a socket); not read")
+                self._limit(parsed, info.st_size, what)
+                with open(path, "rb") as f:
+                    data = f.read(info.st_size + 1)  # a file that grew meanwhile is caught below
+            self._limit(parsed, len(data), what)
+            return data
         if parsed.scheme == "s3":
             if not parsed.path:
                 raise InvalidInput(f"{what}: names a bucket, not an object (s3://bucket/key)")
             with _s3_errors(what):
+                self._limit(parsed, self.s3.size(parsed.bucket, parsed.path, what=what), what)
                 return self.s3.read(parsed.bucket, parsed.path, what=what)
         try:
-            return MemoryStore(parsed.bucket).get(parsed.path)
+            data = MemoryStore(parsed.bucket).get(parsed.path)
         except NotFoundInStore as e:
             raise InvalidInput(f"{what}: does not exist ({e})") from None
+        self._limit(parsed, len(data), what)
+        return data
 
     def _version(self, parsed: Uri, what: str) -> str:
         """A token that changes when the file does, so a long-lived worker never serves a stale cache."""
+        local = self.roots.check(parsed, what) if self.roots is not None else None
         if parsed.scheme == "s3":
             with _s3_errors(what):
                 return self.s3.etag(parsed.bucket, parsed.path, what=what)
@@ -101,8 +176,8 @@ class SourceReader:
             store = MemoryStore(parsed.bucket)
             return str(hash(store.get(parsed.path))) if store.exists(parsed.path) else "missing"
         with _local_errors(what):
-            stat = parsed.local_path.stat()
-        return f"{stat.st_mtime_ns}:{stat.st_size}:{stat.st_ino}"
+            info = (local or parsed.local_path).stat()
+        return f"{info.st_mtime_ns}:{info.st_size}:{info.st_ino}"
 
     def load_image(self, uri: str, max_pixels: int | None = None) -> tuple[np.ndarray, int | None]:
         """The image at ``uri`` as H×W×3 uint8 RGB, and its label (from an .npz's ``y``) or None.
@@ -127,7 +202,7 @@ class SourceReader:
                 return self._npz[key]
             self.npz_misses += 1
         # Read outside the lock: two threads may both read a file once, which is harmless.
-        arrays = read_npz(self._read(parsed, base), base, max_pixels=max_pixels)
+        arrays = read_npz(self._read(parsed, base), base, max_pixels=max_pixels, max_bytes=self.limits.max_npz_bytes)
         with self._lock:
             self._npz[key] = arrays
             self._npz.move_to_end(key)

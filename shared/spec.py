@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ascent.shared.catalog import MODEL_NAMES, NUM_CLASSES
-from ascent.shared.errors import InvalidSpec
+from ascent.shared.errors import InvalidInput, InvalidSpec
+from ascent.shared.limits import Limits
 from ascent.shared.params import JobParams
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ class JobSpec:
         }
 
     @classmethod
-    def from_dict(cls, d: Any, jobs: Mapping[str, Job] | None = None) -> JobSpec:
+    def from_dict(cls, d: Any, jobs: Mapping[str, Job] | None = None, limits: Limits | None = None) -> JobSpec:
         """Parse and validate against ``jobs`` (default: ``registry()``); raises InvalidSpec naming the field."""
         if not isinstance(d, Mapping):
             raise InvalidSpec("spec", "must be a JSON object")
@@ -184,11 +185,13 @@ class JobSpec:
             size=d.get("size"),
             version=version,
         )
-        return spec.validate(jobs)
+        return spec.validate(jobs, limits)
 
-    def validate(self, jobs: Mapping[str, Job] | None = None) -> JobSpec:
+    def validate(self, jobs: Mapping[str, Job] | None = None, limits: Limits | None = None) -> JobSpec:
         """Check every field; return a copy with the job's parameters typed and defaults filled in.
-        ``jobs``: the registry that knows ``kind`` (default: ``ascent.shared.jobs.registry()``)."""
+        ``jobs``: the registry that knows ``kind`` (default: ``ascent.shared.jobs.registry()``);
+        ``limits``: the bounds on size, iterations and classes (producer and workers pass theirs;
+        None checks none, for reading a run that was validated when it was made)."""
         from ascent.shared.jobs import get_job
 
         job = get_job(self.kind, jobs)
@@ -204,23 +207,15 @@ class JobSpec:
         if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
             raise InvalidSpec("size", f"{size!r} must be an integer {MIN_SIZE}..{MAX_SIZE}")
         params = job.Params.from_dict(self.params)
+        if limits is not None:
+            try:
+                limits.check("max_side", size, "size")
+            except InvalidInput as exc:
+                raise InvalidSpec("size", str(exc).split(": ", 1)[1]) from None
+            params.check_limits(limits)
         for name, class_id in params.class_ids():
             if class_id >= NUM_CLASSES:
                 raise InvalidSpec(f"params.{name}", f"class id {class_id} is out of range 0..{NUM_CLASSES - 1}")
         if job.inputs is not None and not self.inputs:
             raise InvalidSpec("inputs", "no input images given")
         return dataclasses.replace(self, params=params, size=size)
-
-
-def task_message(spec: JobSpec, shard: Shard) -> dict[str, Any]:
-    """The JSON body of one shard task."""
-    return {"version": SPEC_VERSION, "spec": spec.to_dict(), "shard": shard.to_dict()}
-
-
-def parse_task_message(message: Any, jobs: Mapping[str, Job] | None = None) -> tuple[JobSpec, Shard]:
-    """Inverse of ``task_message``; raises InvalidSpec on a malformed or unknown-version message."""
-    if not isinstance(message, Mapping):
-        raise InvalidSpec("message", "a task message must be a JSON object")
-    if message.get("version") != SPEC_VERSION:
-        raise InvalidSpec("message.version", f"unsupported message version {message.get('version')!r}")
-    return JobSpec.from_dict(message.get("spec"), jobs), Shard.from_dict(message.get("shard"))

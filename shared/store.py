@@ -7,17 +7,33 @@ an input file name never becomes a key.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 import threading
+import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ascent.shared.errors import InvalidInput, NotFoundInStore
-from ascent.shared.keys import validate_key
+from ascent.shared.errors import (
+    AlreadyExists,
+    InvalidInput,
+    NotFoundInStore,
+    StoreError,
+    StoreUnavailable,
+    TransientError,
+)
+from ascent.shared.keys import RunKeys, validate_key
 from ascent.shared.uris import parse_uri, scheme_of
+
+
+def dump_json(obj: Any) -> bytes:
+    """Strict, readable JSON bytes (sorted keys; NaN and infinity refused)."""
+    return json.dumps(obj, indent=1, sort_keys=True, allow_nan=False).encode()
 
 
 class Store(ABC):
@@ -27,7 +43,13 @@ class Store(ABC):
 
     @abstractmethod
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        """Write atomically: a reader sees the old object, nothing, or all of the new one."""
+        """Write atomically: a reader sees the old object, nothing, or all of the new one. Raises
+        StoreUnavailable when the store cannot take it now (full, read-only, unreachable)."""
+
+    @abstractmethod
+    def create(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        """Write ``key`` only if it does not exist, in one conditional step (two writers racing: exactly
+        one succeeds); raises AlreadyExists otherwise."""
 
     @abstractmethod
     def get(self, key: str) -> bytes:
@@ -48,7 +70,22 @@ class Store(ABC):
         raise NotImplementedError
 
     def put_json(self, key: str, obj: Any) -> None:
-        self.put(key, json.dumps(obj, indent=1, sort_keys=True).encode(), "application/json")
+        """Strict JSON (a NaN or infinity raises ValueError instead of writing invalid JSON)."""
+        self.put(key, dump_json(obj), "application/json")
+
+    def create_json(self, key: str, obj: Any) -> None:
+        self.create(key, dump_json(obj), "application/json")
+
+    def writable(self, run_id: str) -> str | None:
+        """None when a small object can be written and removed under the run, else why not (for
+        ``status``: a full or read-only store shows as such instead of as work pending)."""
+        key = RunKeys(run_id).key("probe", f"{uuid.uuid4().hex}.json")
+        try:
+            self.put(key, b"{}", "application/json")
+            self.delete(key)
+        except (StoreError, TransientError, NotImplementedError) as exc:
+            return str(exc)
+        return None
 
     def get_json(self, key: str) -> Any:
         return json.loads(self.get(key))
@@ -67,6 +104,12 @@ class MemoryStore(Store):
 
     def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
         self._data[validate_key(key)] = bytes(data)
+
+    def create(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        with self._lock:
+            if validate_key(key) in self._data:
+                raise AlreadyExists(f"{self.uri}/{key} already exists")
+            self._data[key] = bytes(data)
 
     def get(self, key: str) -> bytes:
         try:
@@ -97,18 +140,53 @@ class FileStore(Store):
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
 
-    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
-        path = self._path(key)
+    def _temp_file(self, path: Path, data: bytes) -> str:
+        """``data`` in a temporary file beside ``path`` (mode 0644: outputs are meant to be shared)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
         try:
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600; outputs are meant to be shared and served
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return tmp
+
+    def put(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        path = self._path(key)
+        with self._os_errors(key):
+            tmp = self._temp_file(path, data)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+
+    def create(self, key: str, data: bytes, content_type: str | None = None) -> None:
+        path = self._path(key)
+        with self._os_errors(key):
+            tmp = self._temp_file(path, data)
+            try:
+                os.link(tmp, path)  # atomic and exclusive: fails if the key exists, never half-written
+            except FileExistsError:
+                raise AlreadyExists(f"{self.uri}/{key} already exists") from None
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+
+    @contextmanager
+    def _os_errors(self, key: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            where = f"{self.uri}/{key}"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreUnavailable(
+                    f"store full: no space left writing {where}; free space and the work is retried"
+                ) from exc
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise StoreError(f"cannot write {where}: permission denied (not retryable)") from exc
+            raise StoreUnavailable(f"store unwritable: {exc.strerror or exc} writing {where}") from exc
 
     def get(self, key: str) -> bytes:
         try:

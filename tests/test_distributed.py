@@ -28,7 +28,7 @@ import pytest
 import redis
 from PIL import Image
 
-from ascent.producer.embedded import REDIS_CONFIG, find_redis_server, free_port, stop_groups
+from ascent.producer.processes import REDIS_CONFIG, find_redis_server, free_port, stop_groups
 from ascent.shared.queue import DEFAULT_QUEUE
 from ascent.shared.settings import Settings
 
@@ -247,7 +247,9 @@ def cluster(s3_endpoint, tmp_path_factory) -> Iterator[Cluster]:
             s3=s3,
             work=work,
         )
-        cluster.workers = Workers(["dist-a", "dist-b"], cluster.env(), work / "logs", work)
+        # The workers may read inputs in place under the bucket's datasets/ prefix (s3 prefix test).
+        worker_env = {**cluster.env(), "ASCENT_INPUT_ROOTS": f"s3://{bucket}/datasets/"}
+        cluster.workers = Workers(["dist-a", "dist-b"], worker_env, work / "logs", work)
         cluster.workers.wait_until_ready()
         yield cluster
     finally:

@@ -35,7 +35,7 @@ DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 # A secret as compose.yaml must write it: a required variable, with no default to fall back on.
 SECRET_REFERENCE = re.compile(r"\$\{\w+:\?[^}]+\}")
-SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|TOKEN|AUTH", re.IGNORECASE)
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|ACCESS_KEY|SIGNING_KEY|TOKEN|AUTH", re.IGNORECASE)
 SECRET_FLAGS = ("--requirepass", "--basic-auth", "--password")
 # Entrypoints that only prepare the environment and then exec their arguments.
 WRAPPERS = {"claim-gpu": DOCKER / "claim-gpu.sh"}

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ascent.producer.embedded import port_open
+from ascent.producer.processes import port_open
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -94,7 +94,7 @@ def test_an_attempt_that_returns_leaves_no_marker_and_one_that_died_is_counted(t
 
     store = FileStore(tmp_path / "store")
     spec, shard = _spec_and_shard(tmp_path, store)
-    runtime = WorkerRuntime.build(Settings(store=store.uri, max_attempts=2))
+    runtime = WorkerRuntime.build(Settings(store=store.uri, max_attempts=2, input_roots=(str(tmp_path),)))
     attempts = Attempts(store, spec.run_id, shard.shard_id)
     attempts.start({"worker": "w@h"})  # as if its process had been killed
     assert len(attempts.died()) == 1
@@ -435,7 +435,8 @@ def test_a_pickled_message_that_would_create_a_file_is_refused_unopened_and_the_
 @integration
 @pytest.mark.timeout(90)
 def test_malformed_task_messages_are_rejected_once_and_logged_and_the_next_tasks_run(tmp_path):
-    from ascent.shared.spec import Item, JobSpec, Shard, task_message
+    from ascent.shared.messages import task_message
+    from ascent.shared.spec import Item, JobSpec, Shard
 
     store = FileStore(tmp_path / "store")
     spec = JobSpec(kind="saliency", run_id="bad-msg", store=store.uri, model="tiny", inputs=("x",), size=32)

@@ -21,7 +21,7 @@ import pytest
 import requests
 from PIL import Image
 
-from ascent.producer.embedded import free_port, port_open, stop_groups
+from ascent.producer.processes import free_port, port_open, stop_groups
 from tests.test_distributed import PasswordRedis, Workers, ascent, ascent_env
 
 AUTH = ("operator", "flower-pw-8c1f")

@@ -21,9 +21,10 @@ from ascent.producer.submit import plan_run, submit
 from ascent.shared.errors import InvalidSpec
 from ascent.shared.jobs import JOBS
 from ascent.shared.keys import run_key
+from ascent.shared.messages import parse_task_message
 from ascent.shared.queue import DEFAULT_QUEUE, RUN_SHARD_TASK, create_app
 from ascent.shared.settings import Settings
-from ascent.shared.spec import Item, JobSpec, item_id, parse_task_message
+from ascent.shared.spec import Item, JobSpec, item_id
 from ascent.shared.store import FileStore
 
 REPO = Path(__file__).resolve().parents[1]

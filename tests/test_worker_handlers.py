@@ -14,11 +14,12 @@ from PIL import Image
 
 from ascent.shared.jobs.style import group_by_shape
 from ascent.shared.keys import run_key
+from ascent.shared.messages import task_message
 from ascent.shared.models import load_classifier
 from ascent.shared.queue import RUN_SHARD_TASK
 from ascent.shared.records import DONE, FAILED
 from ascent.shared.settings import Settings
-from ascent.shared.spec import Item, JobSpec, Shard, task_message
+from ascent.shared.spec import Item, JobSpec, Shard
 from ascent.shared.store import FileStore
 from ascent.worker.app import worker_app as create_app
 from ascent.worker.handler import run_shard as run_shard_record
@@ -43,8 +44,8 @@ def store(tmp_path: Path) -> OrderedFileStore:
 
 
 @pytest.fixture
-def settings(store: OrderedFileStore) -> Settings:
-    return Settings(store=store.uri)
+def settings(store: OrderedFileStore, tmp_path: Path) -> Settings:
+    return Settings(store=store.uri, input_roots=(str(tmp_path),))  # the tests' inputs are there
 
 
 def run_shard(spec, shard, store, settings, device=None, **options) -> dict:
@@ -273,9 +274,13 @@ def test_models_load_once_per_process():
 # ----------------------------------------------------------------------------- the task and the app
 
 
-def test_the_task_runs_a_valid_message_through_the_handler(store, settings, good_and_bad):
-    app = create_app(Settings(broker_url="redis://127.0.0.1:1/0", store=store.uri))
+def test_the_task_runs_a_valid_message_through_the_handler(store, settings, good_and_bad, tmp_path):
+    from ascent.producer.submit import record_run
+    from ascent.shared.spec import Manifest
+
+    app = create_app(Settings(broker_url="redis://127.0.0.1:1/0", store=store.uri, input_roots=(str(tmp_path),)))
     spec = make_spec(store, "fool", {"target": 6, "max_iters": 2})
+    record_run(spec, Manifest(spec.run_id, (good_and_bad,)), store)  # the task runs only what the store plans
 
     result = app.tasks[RUN_SHARD_TASK].apply(args=[task_message(spec, good_and_bad)])
 

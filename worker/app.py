@@ -6,7 +6,10 @@ ascent's task registered. Importing this module creates no app and opens no conn
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ascent.shared.errors import InvalidInput
@@ -23,12 +26,34 @@ _app: Celery | None = None
 
 
 def worker_app(settings: Settings, **limits: Any) -> Celery:
-    """An app for ``settings`` with ``ascent.run_shard`` registered (``limits``: see ``create_app``)."""
+    """An app for ``settings`` with ``ascent.run_shard`` registered (``limits``: see ``create_app``).
+    With ``settings.parent_pid`` (the embedded default) the worker dies with that process."""
+    from celery.signals import worker_init
+
     from ascent.worker.tasks import register_tasks
 
     app = create_app(settings, **limits)
     register_tasks(app, settings)
+    if settings.parent_pid is not None:
+        parent = settings.parent_pid
+        worker_init.connect(lambda **_: watch_parent(parent), weak=False, dispatch_uid="ascent-watch-parent")
     return app
+
+
+def watch_parent(parent_pid: int, every: float = 0.5) -> threading.Thread:
+    """A daemon thread that SIGKILLs this process's whole group (the worker and its pool) once
+    ``parent_pid`` is gone: the ``ascent run`` that started it may have been SIGKILLed, which runs no
+    clean-up, and a worker left behind would go on with its shard for as long as it takes."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every)
+        log.error("the process that started this worker (%d) is gone: stopping", parent_pid)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    thread = threading.Thread(target=watch, name="ascent-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def get_app() -> Celery:

@@ -4,8 +4,10 @@ and never read from the environment afterwards:
 
 - ``jobs``: the registry (ascent's jobs and those ``ASCENT_JOBS`` names);
 - ``models``: the loaded classifiers, by (model, weights, device), loaded lazily;
-- ``stores``: one store object (and S3 client) per store URI;
-- ``reader``: the source reader (S3 client, pixel limit, .npz cache);
+- ``stores``: the stores it may write to (``ASCENT_STORE`` and ``ASCENT_ALLOWED_STORES``), opened once;
+- ``reader``: the source reader, confined to the input roots (``ASCENT_INPUT_ROOTS`` and the stores),
+  with the limits and the .npz cache;
+- the manifests of the runs it works on (written once by the producer, so safe to keep);
 - ``faults``: the fault injector (a testing facility, empty in production);
 - ``policy``: how often and when a shard is retried (``ascent.worker.attempts``).
 
@@ -23,14 +25,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ascent.shared.jobs.base import Job
+from ascent.shared.keys import RunKeys
 from ascent.shared.settings import Settings
 from ascent.shared.sources import SourceReader
+from ascent.shared.spec import Manifest, Shard
 from ascent.shared.store import Store
 from ascent.worker.attempts import RetryPolicy
 from ascent.worker.faults import FaultInjector
 
 log = logging.getLogger(__name__)
 MODEL_CACHE_SIZE = 4
+MANIFEST_CACHE_SIZE = 8
 
 
 class ModelCache:
@@ -64,29 +69,50 @@ class WorkerRuntime:
 
     settings: Settings
     jobs: Mapping[str, Job]
+    stores: Mapping[str, Store]
     reader: SourceReader
     faults: FaultInjector
     policy: RetryPolicy
     models: ModelCache = field(default_factory=ModelCache)
-    _stores: dict[str, Store] = field(default_factory=dict)
+    _manifests: OrderedDict[tuple[str, str], dict[str, Shard]] = field(default_factory=OrderedDict)
 
     @classmethod
     def build(cls, settings: Settings) -> WorkerRuntime:
-        """Raises InvalidInput naming the setting when the jobs or the fault plan are malformed."""
+        """Raises InvalidInput naming the setting when the jobs, a store or the fault plan are malformed."""
+        faults = FaultInjector.parse(settings.fault_inject)
+        stores = {}
+        for uri in (settings.store, *settings.allowed_stores):
+            store = settings.open_store(uri)
+            stores[store.uri] = store
         return cls(
             settings=settings,
             jobs=settings.job_registry(),
-            reader=SourceReader(settings),
-            faults=FaultInjector.parse(settings.fault_inject),
+            stores=stores,
+            reader=SourceReader(settings, roots=(*settings.input_roots, *stores)),
+            faults=faults,
             policy=RetryPolicy.from_settings(settings),
         )
 
-    def store(self, uri: str) -> Store:
-        """The store at ``uri``, opened once per process."""
-        store = self._stores.get(uri)
-        if store is None:
-            store = self._stores[uri] = self.settings.open_store(uri)
-        return store
+    def allowed_store(self, uri: str) -> Store | None:
+        """The store named ``uri`` if this worker may write to it, else None."""
+        return self.stores.get(uri)
+
+    @property
+    def store(self) -> Store:
+        """The worker's own store (``ASCENT_STORE``)."""
+        return next(iter(self.stores.values()))
+
+    def planned_shard(self, store: Store, run_id: str, shard_id: str) -> Shard | None:
+        """Shard ``shard_id`` as the run's manifest plans it (None when the manifest has no such shard);
+        raises NotFoundInStore when the run has no manifest."""
+        key = (store.uri, run_id)
+        shards = self._manifests.get(key)
+        if shards is None:
+            manifest = Manifest.from_dict(store.get_json(RunKeys(run_id).manifest))
+            shards = self._manifests[key] = {s.shard_id: s for s in manifest.shards}
+            while len(self._manifests) > MANIFEST_CACHE_SIZE:
+                self._manifests.popitem(last=False)
+        return shards.get(shard_id)
 
 
 _current: tuple[int, WorkerRuntime] | None = None

@@ -23,18 +23,20 @@ process builds its runtime (``ascent.worker.runtime``) when it starts (``worker_
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.signals import worker_init, worker_process_init
 
-from ascent.shared.errors import InvalidInput, TransientError
+from ascent.shared.errors import InvalidInput, StoreUnavailable, TransientError
 from ascent.shared.queue import RUN_SHARD_TASK
 from ascent.shared.records import ShardRecord
-from ascent.shared.spec import JobSpec, Shard, parse_task_message
+from ascent.shared.spec import JobSpec, Shard
 from ascent.shared.store import Store
 from ascent.worker import runtime as runtimes
+from ascent.worker.guard import Malformed, Refused, admit
 
 if TYPE_CHECKING:
     from ascent.shared.settings import Settings
@@ -94,34 +96,38 @@ def register_tasks(app: Celery, settings: Settings) -> None:
         return execute(self, message, runtimes.current(settings))
 
 
+def _describe(message: Any) -> str:
+    """ "run/shard" of a message for logs, whatever its shape."""
+    try:
+        return f"{message['spec']['run_id']}/{message['shard']['shard_id']}"
+    except (TypeError, KeyError):
+        return "(unreadable message)"
+
+
 def execute(task: Task, message: Any, runtime: WorkerRuntime) -> dict[str, Any]:
     """The task body; returns a small summary of the shard record (for logs and Flower)."""
     request = task.request
     try:
-        spec, shard = parse_task_message(message, runtime.jobs)
-    except InvalidInput as exc:
+        spec, shard, store = admit(runtime, message)
+    except Malformed as exc:
         log.error("rejecting malformed task message %s (not retried): %s", request.id, exc)
         raise Reject(f"malformed task message: {exc}", requeue=False) from exc
-
-    try:
-        store = runtime.store(spec.store)
-    except InvalidInput as exc:
-        log.error("rejecting task %s: cannot open its store (not retried): %s", request.id, exc)
-        raise Reject(f"cannot open the store: {exc}", requeue=False) from exc
+    except Refused as exc:
+        log.error("refusing task %s (discarded, not retried): %s", request.id, exc)
+        raise Reject(f"refused: {exc}", requeue=False) from exc
+    except TransientError as exc:  # the store could not be read to admit it: try again later
+        _retry_or_give_up(task, _describe(message), exc, runtime)
+        log.error("task %s: gave up admitting it (%s); `ascent resume` re-enqueues its shard", request.id, exc)
+        raise
     info = {"worker": request.hostname, "task_id": request.id, "retries": request.retries}
+    where = f"{spec.run_id}/{shard.shard_id}"
     try:
         record = _run_and_record(task, spec, shard, store, runtime, info)
     except TransientError as exc:
         # The store failed while recording a failure: retry, or leave the shard without a record for
         # `ascent resume` (the message is acknowledged, so it does not loop).
-        _retry_or_give_up(task, spec, shard, exc, runtime)
-        log.error(
-            "shard %s/%s: could not record its failure (%s); run `ascent resume %s` later",
-            spec.run_id,
-            shard.shard_id,
-            exc,
-            spec.run_id,
-        )
+        _retry_or_give_up(task, where, exc, runtime)
+        log.error("shard %s: could not record its failure (%s); run `ascent resume %s` later", where, exc, spec.run_id)
         raise
     return {
         "run_id": spec.run_id,
@@ -131,22 +137,19 @@ def execute(task: Task, message: Any, runtime: WorkerRuntime) -> dict[str, Any]:
     }
 
 
-def _retry_or_give_up(task: Task, spec: JobSpec, shard: Shard, exc: TransientError, runtime: WorkerRuntime) -> None:
-    """Raise ``task.retry`` with backoff while retries are left; return when they are used up."""
+def _retry_or_give_up(task: Task, where: str, exc: TransientError, runtime: WorkerRuntime) -> None:
+    """Raise ``task.retry`` with backoff while retries are left; return when they are used up. A store
+    that cannot be written (StoreUnavailable: full, unreachable) is waited for without a limit: giving
+    up would record the items failed, and nothing may be lost to a full disk."""
     retries, policy = task.request.retries, runtime.policy
-    if retries >= policy.max_retries:
+    unlimited = isinstance(exc, StoreUnavailable)
+    if retries >= policy.max_retries and not unlimited:
         return
-    delay = policy.backoff(retries)
-    log.warning(
-        "shard %s/%s: transient error, retry %d/%d in %.0fs: %s",
-        spec.run_id,
-        shard.shard_id,
-        retries + 1,
-        policy.max_retries,
-        delay,
-        exc,
-    )
-    raise task.retry(exc=exc, countdown=delay, max_retries=policy.max_retries) from exc
+    delay = policy.backoff(min(retries, policy.max_retries))
+    limit = "until the store takes it" if unlimited else f"{retries + 1}/{policy.max_retries}"
+    log.warning("shard %s: transient error, retry %s in %.0fs: %s", where, limit, delay, exc)
+    # Celery reads max_retries=None as "the task's default"; infinity is what never runs out.
+    raise task.retry(exc=exc, countdown=delay, max_retries=math.inf if unlimited else policy.max_retries) from exc
 
 
 def _run_and_record(
@@ -158,7 +161,7 @@ def _run_and_record(
     try:
         return handlers.run_shard(spec, shard, store, runtime, info=info)
     except TransientError as exc:
-        _retry_or_give_up(task, spec, shard, exc, runtime)
+        _retry_or_give_up(task, f"{spec.run_id}/{shard.shard_id}", exc, runtime)
         record = handlers.record_shard_failed(spec, shard, store, runtime.policy.gave_up_reason(exc), info=info)
     except InvalidInput as exc:
         # Permanent for the whole shard (e.g. a checkpoint that cannot be loaded): never retried.

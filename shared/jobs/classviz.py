@@ -42,8 +42,9 @@ class ClassvizParams(JobParams):
         required=True,
         cli_required=True,
         append=True,
+        limit="max_classes",
     )
-    iters: int = param(100, POSITIVE_INT, "steps")
+    iters: int = param(100, POSITIVE_INT, "steps", limit="max_iters")
     lr: float = param(25.0, POSITIVE_NUMBER, "step size")
     l2_reg: float = param(1e-3, NON_NEGATIVE_NUMBER, "L2 regularisation")
     jitter: int = param(16, NON_NEGATIVE_INT, "random shift in pixels per step")

@@ -48,8 +48,8 @@ class FoolParams(JobParams):
 
     target: int | None = param(None, TARGET, "target class: a class id or name; 'none' = untargeted", cli_required=True)
     lr: float = param(1.0, POSITIVE_NUMBER, "step size (in normalised space, as the reference)")
-    max_iters: int = param(100, POSITIVE_INT, "steps before giving up")
-    extra_iters: int = param(2, NON_NEGATIVE_INT, "steps after the model is fooled")
+    max_iters: int = param(100, POSITIVE_INT, "steps before giving up", limit="max_iters")
+    extra_iters: int = param(2, NON_NEGATIVE_INT, "steps after the model is fooled", limit="max_iters")
     loss: str = param(
         "score",
         one_of("score", "log_softmax"),

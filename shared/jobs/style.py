@@ -55,7 +55,7 @@ class StyleParams(JobParams):
     style_layers: tuple[int, ...] = param((1, 4, 6, 7), INT_LIST, "feature layers of the style loss")
     style_weights: tuple[float, ...] = param((20000.0, 500.0, 12.0, 1.0), NUMBER_LIST, "one weight per style layer")
     tv_weight: float = param(5e-2, NON_NEGATIVE_NUMBER, "total-variation weight")
-    iters: int = param(200, POSITIVE_INT, "optimisation steps")
+    iters: int = param(200, POSITIVE_INT, "optimisation steps", limit="max_iters")
     lr: float = param(3.0, POSITIVE_NUMBER, "Adam step size")
     decayed_lr: float = param(0.1, POSITIVE_NUMBER, "step size from --decay-at on")
     decay_at: int = param(180, NON_NEGATIVE_INT, "iteration where the step size drops")
