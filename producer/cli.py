@@ -29,7 +29,6 @@ from typing import Any
 from ascent.producer.build import DEFAULT_SHARD_SIZE, PROG
 from ascent.producer.commands import COMMANDS, EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, note
 from ascent.producer.options import add_job_options
-from ascent.shared.catalog import MODEL_NAMES
 from ascent.shared.errors import AscentError, InvalidInput, StoreError
 from ascent.shared.jobs import registry
 from ascent.shared.jobs.base import Job
@@ -65,13 +64,23 @@ def _common_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("run options")
     g.add_argument(
-        "--model", default="squeezenet1_1", help=f"classifier: {', '.join(MODEL_NAMES)} (default %(default)s)"
+        "--model",
+        default="squeezenet1_1",
+        help="the classifier: a torchvision model name (squeezenet1_1, resnet50, ...), timm:NAME, a file saved "
+        "with torch.export.save (.pt2) or torch.jit.save, or package.module:factory (default %(default)s)",
     )
     g.add_argument(
         "--weights",
-        help="checkpoint path (a state_dict), or DEFAULT for torchvision's pretrained "
-        "weights through TORCH_HOME (the default)",
+        help="DEFAULT (torchvision's or timm's pretrained weights through their caches; the default), random, "
+        "or a state_dict file (.pth/.pt, or .safetensors)",
     )
+    g.add_argument(
+        "--mean",
+        metavar="R,G,B",
+        help="the normalisation the model was trained with (default: its own, else ImageNet's)",
+    )
+    g.add_argument("--std", metavar="R,G,B", help="see --mean")
+    g.add_argument("--class-names", metavar="FILE", help="the model's class names, one per line (default: its own)")
     g.add_argument("--store", help="output store URI (default: ASCENT_STORE, else file://./ascent-data)")
     g.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL; unset: embedded Redis for `run`)")
     g.add_argument(
@@ -152,6 +161,14 @@ def build_parser(jobs: Mapping[str, Job] | None = None) -> argparse.ArgumentPars
         "lost workers or a producer crash); safe to repeat, also while workers run. Without a broker, "
         "finishes the run with an embedded Redis and local workers",
     )
+    export = _run_id_command(commands, "export", "write a run's outputs as a dataset (imagefolder, npz, webdataset)")
+    export.add_argument("--format", required=True, choices=("imagefolder", "npz", "webdataset"), help="the layout")
+    export.add_argument("--to", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="where to write it")
+    export.add_argument("--all", action="store_true", help="every done item, not only the successful ones")
+    export.add_argument(
+        "--shard-items", type=_positive_int, default=1000, help="items per webdataset tar (default %(default)s)"
+    )
+
     resume.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL; unset: embedded)")
     resume.add_argument("--workers", type=_positive_int, default=1, help="local workers without a broker")
     resume.add_argument("--timeout", type=_positive_float, help="without a broker: give up waiting after this")

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ascent.producer.report import render_report
-from ascent.shared.catalog import classes_of
-from ascent.shared.errors import InvalidInput, NotFoundInStore
+from ascent.shared.catalog import ClassCatalog, classes_of
+from ascent.shared.errors import InvalidInput, NotFoundInStore, TransientError
 from ascent.shared.jobs import get_job
 from ascent.shared.jobs.base import Job
 from ascent.shared.keys import RunKeys
 from ascent.shared.records import DONE, FAILED, PENDING, ShardRecord, json_safe
+from ascent.shared.settings import Settings
+from ascent.shared.sources import SourceReader
 from ascent.shared.spec import JobSpec, Manifest
 from ascent.shared.store import Store
 
@@ -154,6 +156,7 @@ def summarize(
     items: list[dict[str, Any]],
     jobs: Mapping[str, Job] | None = None,
     unreadable: list[str] | None = None,
+    classes: ClassCatalog | None = None,
 ) -> dict[str, Any]:
     """The run's headline numbers from its spec, manifest and item rows.
 
@@ -189,8 +192,20 @@ def summarize(
         "unexpected_items": _unexpected_ids(manifest, items),
         "unreadable_records": list(unreadable or []),
     }
-    summary.update(get_job(spec.kind, jobs).summarize(spec, rows, classes_of(spec.model)))
+    summary.update(get_job(spec.kind, jobs).summarize(spec, rows, classes or run_classes(spec)))
     return json_safe(summary)
+
+
+def run_classes(spec: JobSpec) -> ClassCatalog:
+    """The class names of the run's model (its --class-names file, read here, when it had one)."""
+    names = None
+    if spec.class_names:
+        try:
+            text = SourceReader(Settings()).read(spec.class_names).decode("utf-8", errors="replace")
+            names = [line.strip() for line in text.splitlines() if line.strip()]
+        except (InvalidInput, TransientError):
+            names = None  # the ids stand in for the names
+    return classes_of(spec.model, spec.num_classes, names)
 
 
 # --- collect ------------------------------------------------------------------------------------
@@ -230,9 +245,10 @@ def collect(
     if presign is not None:
         records = _presigned(store, keys, records, presign)
     rows = item_table(manifest, records)
-    summary = summarize(spec, manifest, records, jobs, unreadable)
+    classes = run_classes(spec)
+    summary = summarize(spec, manifest, records, jobs, unreadable, classes)
     summary["report"] = store.url(keys.report, expires=presign)
-    page = render_report(spec, manifest, summary, rows, store, jobs)
+    page = render_report(spec, manifest, summary, rows, store, jobs, classes=classes)
     store.put_json(keys.summary, summary)
     store.put(keys.items, items_jsonl(rows), "application/x-ndjson")
     store.put(keys.report, page.encode("utf-8"), "text/html; charset=utf-8")

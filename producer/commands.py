@@ -8,18 +8,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from celery import Celery
 
 from ascent.producer.build import PROG, prepare_job
 from ascent.producer.collector import collect, format_summary, progress
-from ascent.producer.progress import RunTimeout, print_progress, wait_for_run
+from ascent.producer.progress import RunFailed, RunTimeout, check_run_failure, print_progress, wait_for_run
 from ascent.producer.submit import resume, submit, unrecorded_shards
 from ascent.shared.errors import InvalidInput
 from ascent.shared.queue import create_app
 from ascent.shared.settings import Settings, redact_url
-from ascent.shared.spec import JobSpec
+from ascent.shared.spec import Item, JobSpec
+from ascent.shared.uris import parse_uri
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 NO_BROKER = "no broker configured: set ASCENT_BROKER_URL or pass --broker redis://HOST:6379/0"
@@ -37,6 +40,7 @@ def _broker_required(settings: Settings, hint: str = "") -> None:
 def run_embedded(
     settings: Settings,
     spec: JobSpec,
+    items: Sequence[Item],
     workers: int,
     timeout: float | None,
     enqueue: Callable[[Celery], None],
@@ -46,16 +50,20 @@ def run_embedded(
     from ascent.producer.embedded import Embedded
 
     note(f"starting an embedded Redis and {workers} local worker(s)")
-    with Embedded(settings, workers=workers, input_roots=input_roots(spec)) as cluster:
+    with Embedded(settings, workers=workers, input_roots=input_roots(spec, items)) as cluster:
         note(f"embedded Redis at {cluster.broker_url}, {workers} worker(s) ready")
         enqueue(cluster.app)
         wait_for_run(settings.open_store(), spec.run_id, check=cluster.check_workers, timeout=timeout)
     note("stopped the embedded Redis and workers")
 
 
-def input_roots(spec: JobSpec) -> list[str]:
-    """What the local workers of a run may read: the inputs the user named and the file parameters."""
-    return [*spec.inputs, *(uri for _, uris in spec.params.files() for uri in uris)]
+def input_roots(spec: JobSpec, items: Sequence[Item]) -> list[str]:
+    """What the local workers of a run may read: the folders of the items' local files (a manifest may
+    list files anywhere), the file parameters and the model's files."""
+    folders = sorted({str(parse_uri(i.source).local_path.parent) for i in items if i.source.startswith("file:")})
+    files = [uri for _, uris in spec.params.files() for uri in uris]
+    model_files = [u for u in (spec.model, spec.weights, spec.class_names) if u and u.startswith("file:")]
+    return [*(Path(f).as_uri() for f in folders), *spec.inputs, *files, *model_files]
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -75,9 +83,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             app.close()
     else:
-        run_embedded(settings, spec, args.workers, args.timeout, enqueue)
-    print(format_summary(collect(run.store, spec.run_id, jobs=jobs), jobs=jobs))
-    return EXIT_OK
+        run_embedded(settings, spec, run.items, args.workers, args.timeout, enqueue)
+    summary = collect(run.store, spec.run_id, jobs=jobs)
+    print(format_summary(summary, jobs=jobs))
+    return exit_code(summary)
 
 
 def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,15 +126,25 @@ def cmd_resume(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             app.close()
         return EXIT_OK
-    run_embedded(settings, spec, args.workers, args.timeout, enqueue)
-    print(format_summary(collect(store, args.run_id, jobs=jobs), jobs=jobs))
-    return EXIT_OK
+    run_embedded(settings, spec, [i for shard in missing for i in shard.items], args.workers, args.timeout, enqueue)
+    summary = collect(store, args.run_id, jobs=jobs)
+    print(format_summary(summary, jobs=jobs))
+    return exit_code(summary)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     store = settings.open_store()
     state = progress(store, args.run_id)
     print_progress(state, None if state.complete else store.writable(args.run_id))
+    check_run_failure(store, args.run_id)
+    return EXIT_OK
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    """1 when every item of the run failed (nothing to show for it), else 0."""
+    if summary["n_items"] and summary["n_failed"] == summary["n_items"]:
+        note(f"every item of run {summary['run_id']} failed (the reasons are above)")
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -136,11 +155,12 @@ def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
     if args.wait:
         try:
             wait_for_run(store, args.run_id, timeout=args.timeout)
-        except RunTimeout as exc:
+        except (RunTimeout, RunFailed) as exc:
             note(f"{exc}; collecting what is recorded")
             code = EXIT_FAILED
-    print(format_summary(collect(store, args.run_id, presign=args.presign, jobs=jobs), jobs=jobs))
-    return code
+    summary = collect(store, args.run_id, presign=args.presign, jobs=jobs)
+    print(format_summary(summary, jobs=jobs))
+    return max(code, exit_code(summary))
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -163,6 +183,23 @@ def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from ascent.producer.export import export
+
+    store, to = settings.open_store(), settings.open_store(args.to)
+    done = export(
+        store,
+        args.run_id,
+        args.format,
+        to,
+        all_items=args.all,
+        shard_items=args.shard_items,
+        jobs=settings.job_registry(),
+    )
+    print(f"exported {done.items} items of run {args.run_id} as {args.format} ({done.files} files) to {done.to}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "run": cmd_run,
     "submit": cmd_submit,
@@ -171,4 +208,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "worker": cmd_worker,
     "flower": cmd_flower,
     "resume": cmd_resume,
+    "export": cmd_export,
 }

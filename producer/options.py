@@ -56,9 +56,14 @@ def add_job_options(parser: argparse.ArgumentParser, job: Job) -> None:
             options["metavar"] = info.kind.metavar
         if info.append:
             options["action"] = "append"
-        if info.cli_required:
+        where: Any = group
+        if info.flags:  # the flag and its alternatives: exactly one of them (when required)
+            where = group.add_mutually_exclusive_group(required=info.cli_required)
+            for flag, value, text in info.flags:
+                where.add_argument(flag, dest=info.name, action="store_const", const=value, help=text)
+        elif info.cli_required:
             options["required"] = True
-        group.add_argument(info.flag, **options)
+        where.add_argument(info.flag, **options)
 
 
 def _flatten(values: list[Any]) -> list[Any]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from ascent.producer.collector import Progress, progress
 from ascent.shared.errors import AscentError
+from ascent.shared.keys import RunKeys
 from ascent.shared.store import Store
 
 POLL_SECONDS = 0.5
@@ -16,6 +17,18 @@ STALL_SECONDS = 10.0
 
 class RunTimeout(AscentError):
     """Waiting for a run took longer than --timeout."""
+
+
+class RunFailed(AscentError):
+    """A worker found that the whole run cannot go on (e.g. its model does not load)."""
+
+
+def check_run_failure(store: Store, run_id: str) -> None:
+    """Raise RunFailed with the reason when the run is marked failed (``failure.json``)."""
+    key = RunKeys(run_id).failure
+    if store.exists(key):
+        error = store.get_json(key).get("error")
+        raise RunFailed(f"run {run_id} failed: {error}")
 
 
 def wait_for_run(
@@ -56,7 +69,10 @@ def wait_for_run(
                     bar.write(f"ascent: the store cannot be written ({found}); the workers retry until it can")
                 problem = found
             if state.failed or problem:
-                bar.set_postfix(failed=state.failed, store="full/unwritable" if problem else "ok", refresh=False)
+                extra = {"store": "full/unwritable"} if problem else {}
+                bar.set_postfix(failed=state.failed, **extra, refresh=False)
+            if state.failed:
+                check_run_failure(store, run_id)
             if state.complete:
                 return state
             if timeout is not None and now - started > timeout:

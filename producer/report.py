@@ -136,10 +136,12 @@ def render_report(
     store: Store,
     jobs: Mapping[str, Job] | None = None,
     max_grid: int = MAX_GRID,
+    classes: ClassCatalog | None = None,
 ) -> str:
     """The report page for one run. ``items`` are the rows of items.jsonl (sorted by item_id); images
     come from ``store`` (inputs/ and outputs/ of the run). Missing images show as grey placeholders."""
-    job, classes = get_job(spec.kind, jobs), classes_of(spec.model)
+    job = get_job(spec.kind, jobs)
+    classes = classes or classes_of(spec.model, spec.num_classes)
     run_id = str(summary["run_id"])
     kind = summary["kind"]
     sections = [_headline(summary, job), *job.report_sections(summary, classes)]

@@ -10,6 +10,7 @@ always be compared with its records (``ascent status``, ``ascent collect``, and 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -131,6 +132,17 @@ def upload_inputs(spec: JobSpec, items: Sequence[Item], store: Store, *, threads
     }
     new_spec = dataclasses.replace(spec, params=spec.params.replace(**changes)) if changes else spec
 
+    def moved(uri: str | None, name: str) -> str | None:
+        """The uploaded copy of a local model file (the model travels like the inputs)."""
+        return uploaded(uri, name) or uri if uri is not None and uri.startswith("file:") else uri
+
+    new_spec = dataclasses.replace(
+        new_spec,
+        model=moved(spec.model, "model") or spec.model,
+        weights=moved(spec.weights, "weights"),
+        class_names=moved(spec.class_names, "class-names"),
+    )
+
     def put(path: Path, key: str) -> int:
         try:
             data = path.read_bytes()
@@ -144,6 +156,30 @@ def upload_inputs(spec: JobSpec, items: Sequence[Item], store: Store, *, threads
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(keys) or 1))) as pool:
         sizes = list(pool.map(lambda kv: put(*kv), keys.items()))
     return Uploaded(new_spec, new_items, files=len(sizes), bytes=sum(sizes))
+
+
+def _model_files(spec: JobSpec) -> dict[str, str]:
+    """The spec's model fields that name local files: model, weights, class_names."""
+    named = {"model": spec.model, "weights": spec.weights, "class_names": spec.class_names}
+    return {field: uri for field, uri in named.items() if uri is not None and uri.startswith("file:")}
+
+
+def with_file_hashes(spec: JobSpec, store: Store, originals: dict[str, str]) -> JobSpec:
+    """``spec`` with the sha256 of each model file recorded (workers check it before they load one).
+    ``originals``: the uploaded copy's URI -> the local file it came from (hashed here, not read back)."""
+    files = dict(spec.files)
+    for uri in (spec.model, spec.weights, spec.class_names):
+        if uri is None or uri in files or not ("://" in uri or uri.startswith("/")):
+            continue
+        local = originals.get(uri, uri)
+        if not local.startswith("file:"):
+            continue  # an s3:// model named by the user: its hash is not known here
+        digest = hashlib.sha256()
+        with open(parse_uri(local, rows=False).local_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        files[uri] = digest.hexdigest()
+    return dataclasses.replace(spec, files=files)
 
 
 # ----------------------------------------------------------------------------- enqueueing
@@ -206,6 +242,7 @@ def submit(
         raise InvalidSpec("store", f"the spec names {spec.store} but the run would be recorded in {store.uri}")
     manifest = plan_run(spec, items, shard_size)
     task_messages(spec, manifest.shards, settings)  # too large: refused before anything is written
+    local_model_files = _model_files(spec)
     if needs_upload(store) if upload is None else upload:
         if run_exists(store, spec.run_id):
             raise already_exists(store, spec.run_id)
@@ -215,6 +252,8 @@ def submit(
             note(f"uploaded {done.files} local input file(s), {done.bytes / 2**20:.1f} MiB, to {where}/")
         spec = done.spec
         manifest = plan_run(spec, done.items, shard_size)
+    copies = {getattr(spec, field): uri for field, uri in local_model_files.items()}
+    spec = with_file_hashes(spec, store, copies)
     messages = task_messages(spec, manifest.shards, settings)
     record_run(spec, manifest, store)
     enqueue(spec.run_id, messages, app)

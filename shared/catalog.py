@@ -27,21 +27,41 @@ MODEL_NAMES: tuple[str, ...] = (
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 NUM_CLASSES = 1000
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".jit", ".zip", ".torchscript")
+
+
+def model_kind(model: str) -> str:
+    """What ``--model`` names, from its text alone: "timm" (``timm:NAME``), "file" (a path or file URI:
+    TorchScript or ``.pt2``), "factory" (``package.module:factory``) or "torchvision" (a model name)."""
+    if model.startswith("timm:"):
+        return "timm"
+    if model.startswith(("file:", "s3:", "memory:", "/", ".", "~")) or "/" in model or "\\" in model:
+        return "file"
+    if ":" in model:
+        return "factory"
+    if model.lower().endswith(MODEL_FILE_SUFFIXES):
+        return "file"
+    return "torchvision"
 
 
 @dataclass(frozen=True)
 class ClassCatalog:
-    """The class names of a classifier, index = class id."""
+    """The class names of a classifier, index = class id. ``ids_only``: the names and count are not
+    known here (a model file without --class-names): every id is a class, named by its number."""
 
     names: tuple[str, ...]
+    ids_only: bool = False
 
     def __len__(self) -> int:
         return len(self.names)
 
     def name(self, class_id: object) -> str | None:
         """The name of ``class_id``, or None when it is not a class id of this catalogue."""
-        if isinstance(class_id, int) and not isinstance(class_id, bool) and 0 <= class_id < len(self):
-            return self.names[class_id]
+        if isinstance(class_id, int) and not isinstance(class_id, bool) and class_id >= 0:
+            if class_id < len(self):
+                return self.names[class_id]
+            if self.ids_only:
+                return str(class_id)
         return None
 
     def label(self, class_id: object) -> str:
@@ -78,6 +98,15 @@ class ClassCatalog:
         hint = f"; did you mean {' or '.join(repr(self.names[lowered.index(c)]) for c in close)}?" if close else ""
         raise InvalidInput(f"unknown class name {value!r} (give an id 0..{last} or a class name{hint})")
 
+    def lookup(self, name: str) -> int | None:
+        """The id of a class given exactly (case-insensitive) or by its id; None otherwise (no prefixes:
+        a folder named ``cat`` is not taken for ``catamaran``)."""
+        text = name.strip()
+        if text.isdigit():
+            return int(text) if int(text) < len(self) else None
+        lowered = [n.lower() for n in self.names]
+        return lowered.index(text.lower()) if text.lower() in lowered else None
+
     def search(self, pattern: str = "") -> list[int]:
         """Ids whose name contains ``pattern`` (case-insensitive); every id for an empty pattern."""
         wanted = pattern.strip().lower()
@@ -102,9 +131,16 @@ def imagenet() -> ClassCatalog:
     return catalog
 
 
-def classes_of(model: str) -> ClassCatalog:
-    """The class names of a model of the zoo (every one of them is an ImageNet classifier)."""
-    return imagenet()
+def classes_of(model: str, num_classes: int | None = None, names: Sequence[str] | None = None) -> ClassCatalog:
+    """The class names of a run's model: ``names`` when given (its --class-names); ImageNet's for a
+    model of 1000 classes and for torchvision's and timm's models; the ids otherwise."""
+    if names:
+        return ClassCatalog.of(names)
+    if num_classes == NUM_CLASSES or (num_classes is None and model_kind(model) in ("torchvision", "timm")):
+        return imagenet()
+    if num_classes is None:
+        return ClassCatalog((), ids_only=True)
+    return ClassCatalog.numbered(num_classes)
 
 
 def class_names() -> tuple[str, ...]:

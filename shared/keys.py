@@ -58,6 +58,7 @@ class RunKeys:
     summary = _run_file("summary.json")
     items = _run_file("items.jsonl")
     report = _run_file("report.html")
+    failure = _run_file("failure.json")  # why the whole run cannot go on (a model that does not load)
 
     @property
     def records(self) -> str:

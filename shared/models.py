@@ -1,43 +1,50 @@
-"""The model zoo: frozen classifiers that take [0, 1] images and carry their normalisation.
+"""Frozen classifiers that take [0, 1] images and carry their normalisation and class names.
 
 ``load_classifier("squeezenet1_1", weights=PATH)`` returns a ``Classifier``: ``model(images)`` gives
-logits (N×1000) for images N×3×H×W in [0, 1]; ``model.features(images)`` gives the output of every
-module of the feature stack in order (for SqueezeNet 1.1 ``features[0..12]``, the reference's indexing).
+logits (N×C) for images N×3×H×W in [0, 1]; for the models whose feature stack ascent knows,
+``model.features(images)`` gives the output of every module of the stack in order (for SqueezeNet 1.1
+``features[0..12]``, the reference's indexing). Which models and weights: ``ascent.shared.networks``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ascent.shared.catalog import MODEL_NAMES, PRECISIONS, class_names
-from ascent.shared.errors import ModelNotFound
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ascent.shared.catalog import PRECISIONS, imagenet
+from ascent.shared.errors import InvalidInput, ModelNotFound
+from ascent.shared.networks import IMAGENET_MEAN, IMAGENET_STD, build
 
 
 class Classifier(nn.Module):
-    """A frozen classifier split into a feature stack (indexable modules) and a head.
+    """A frozen classifier: a feature stack (indexable modules) and a head, or, for a network ascent
+    cannot split, the whole network as the head (``stack`` None: no ``features``).
 
     ``forward`` and ``features`` take images in [0, 1]; the ``*_normalized`` variants take inputs
     already normalised with ``mean``/``std`` (the space the reference optimises in).
     """
 
-    def __init__(self, name: str, stack: nn.Sequential, head: nn.Module) -> None:
+    def __init__(
+        self,
+        name: str,
+        stack: nn.Sequential | None,
+        head: nn.Module,
+        class_names: Sequence[str],
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
         super().__init__()
         self.name = name
         self.stack = stack
         self.head = head
-        self.class_names: tuple[str, ...] = class_names()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.class_names: tuple[str, ...] = tuple(class_names)
+        self.register_buffer("mean", torch.tensor(tuple(mean), dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(tuple(std), dtype=torch.float32).view(1, 3, 1, 1))
         self.mean: Tensor
         self.std: Tensor
 
@@ -67,21 +74,37 @@ class Classifier(nn.Module):
 
     def forward_normalized(self, inputs: Tensor) -> Tensor:
         n = inputs.shape[0]
-        return self.head(self.stack(self._prepare(inputs)))[:n]
+        x = self._prepare(inputs)
+        return self.head(x if self.stack is None else self.stack(x))[:n]
 
     def forward(self, images: Tensor) -> Tensor:
-        """Logits N×1000 for images N×3×H×W in [0, 1]."""
+        """Logits N×C for images N×3×H×W in [0, 1]."""
         return self.forward_normalized(self.normalize(images))
+
+    @property
+    def depth(self) -> int:
+        """How many modules the feature stack has (0 for a network used as a whole)."""
+        return 0 if self.stack is None else len(self.stack)
+
+    def require_features(self) -> nn.Sequential:
+        """The feature stack; InvalidInput naming the model when it has none."""
+        if self.stack is None:
+            raise InvalidInput(
+                f"--model {self.name}: style transfer needs a model whose feature stack ascent knows "
+                "(squeezenet1_1, vgg16, vgg19, resnet18, resnet50, mobilenet_v3_large, tiny)"
+            )
+        return self.stack
 
     def features_normalized(self, inputs: Tensor, upto: int | None = None) -> list[Tensor]:
         """Outputs of ``stack[0..upto]`` (all modules when ``upto`` is None), in order."""
-        last = len(self.stack) - 1 if upto is None else upto
-        if not 0 <= last < len(self.stack):
-            raise ValueError(f"feature layer {upto} out of range 0..{len(self.stack) - 1} for {self.name}")
+        stack = self.require_features()
+        last = len(stack) - 1 if upto is None else upto
+        if not 0 <= last < len(stack):
+            raise ValueError(f"feature layer {upto} out of range 0..{len(stack) - 1} for {self.name}")
         outputs = []
         n = inputs.shape[0]
         x = self._prepare(inputs)
-        for index, module in enumerate(self.stack):
+        for index, module in enumerate(stack):
             x = module(x)
             outputs.append(x[:n])
             if index == last:
@@ -91,52 +114,6 @@ class Classifier(nn.Module):
     def features(self, images: Tensor, upto: int | None = None) -> list[Tensor]:
         """The list of outputs of every module of the feature stack for images in [0, 1]."""
         return self.features_normalized(self.normalize(images), upto)
-
-
-def _split_sequential_features(net: Any) -> tuple[nn.Sequential, nn.Module]:
-    # vgg, mobilenet_v3: features -> avgpool -> flatten -> classifier
-    head = nn.Sequential(net.avgpool, nn.Flatten(1), net.classifier)
-    return net.features, head
-
-
-def _split_squeezenet(net: Any) -> tuple[nn.Sequential, nn.Module]:
-    return net.features, nn.Sequential(net.classifier, nn.Flatten(1))
-
-
-def _split_resnet(net: Any) -> tuple[nn.Sequential, nn.Module]:
-    stack = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
-    return stack, nn.Sequential(net.avgpool, nn.Flatten(1), net.fc)
-
-
-def _tiny_net() -> nn.Module:
-    """A small all-convolutional CNN (9 feature modules, like SqueezeNet's indexing), 1000 outputs."""
-    net = nn.Module()
-    net.features = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(16, 24, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(24, 32, 3, padding=1),
-        nn.ReLU(),
-    )
-    # a 1×1-conv head like SqueezeNet's: conv layers give bitwise batch-independent results on the CPU
-    net.classifier = nn.Sequential(nn.Conv2d(32, 1000, 1), nn.AdaptiveAvgPool2d(1))
-    return net
-
-
-_SPLITS: dict[str, Callable[[Any], tuple[nn.Sequential, nn.Module]]] = {
-    "squeezenet1_1": _split_squeezenet,
-    "resnet18": _split_resnet,
-    "resnet50": _split_resnet,
-    "vgg16": _split_sequential_features,
-    "vgg19": _split_sequential_features,
-    "mobilenet_v3_large": _split_sequential_features,
-    "tiny": _split_squeezenet,
-}
-assert set(_SPLITS) == set(MODEL_NAMES)
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
@@ -154,68 +131,59 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _build(name: str, weights: str | os.PathLike[str] | None, seed: int) -> nn.Module:
-    import torchvision
-
-    if name == "tiny":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = _tiny_net()
-        if weights in (None, "DEFAULT", "random"):
-            return net
-        return _load_checkpoint(name, net, weights)
-    if weights == "random":
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return torchvision.models.get_model(name, weights=None)
-    if weights in (None, "DEFAULT"):
-        try:
-            return torchvision.models.get_model(name, weights="DEFAULT")
-        except Exception as exc:  # network, cache, corrupt download: all end the same way for the user
-            home = os.environ.get("TORCH_HOME", "~/.cache/torch")
-            raise ModelNotFound(
-                f"could not load torchvision's pretrained weights for {name!r} "
-                f"({type(exc).__name__}: {exc}); "
-                f"without internet put the checkpoint in {home}/hub/checkpoints or pass weights=PATH"
-            ) from exc
-    return _load_checkpoint(name, torchvision.models.get_model(name, weights=None), weights)
-
-
-def _load_checkpoint(name: str, net: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ModelNotFound(f"checkpoint for {name!r} not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        net.load_state_dict(state)
-    except Exception as exc:
-        raise ModelNotFound(
-            f"cannot load checkpoint {path} into {name!r}: {type(exc).__name__}: {exc}".strip()[:2000]
-            + f" (is it a state_dict for {name}? available models: {', '.join(MODEL_NAMES)})"
-        ) from exc
-    return net
-
-
 def load_classifier(
     name: str = "squeezenet1_1",
     weights: str | os.PathLike[str] | None = None,
     device: str | torch.device | None = None,
     seed: int = 0,
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    class_names: Sequence[str] | None = None,
+    probe_size: int = 32,
 ) -> Classifier:
     """A frozen ``Classifier`` in eval mode on ``device`` (default: CUDA when present, else CPU).
 
-    ``weights``: None or "DEFAULT" = torchvision's pretrained weights through its cache (TORCH_HOME);
-    a path = a local state_dict checkpoint; "random" = seeded random init (benchmarks). The "tiny"
-    model has no pretrained weights: None means seeded random init.
+    ``name`` and ``weights``: see ``ascent.shared.networks`` (None or "DEFAULT" = pretrained weights
+    through the caches; "random" = seeded random init; a path = a state_dict). ``mean``/``std``: the
+    normalisation the model was trained with (default: the model's own when its source says, else
+    ImageNet's). ``class_names``: one per output (default: the source's, ImageNet's for 1000 outputs,
+    else the ids). The output width is found by a forward pass on a ``probe_size`` image: a model whose
+    output is not N×C, or whose width differs from ``class_names``, raises ModelNotFound.
     """
-    if name not in _SPLITS:
-        raise ModelNotFound(f"unknown model {name!r}; available: {', '.join(MODEL_NAMES)}")
-    net = _build(name, weights, seed)
-    stack, head = _SPLITS[name](net)
-    model = Classifier(name, stack, head)
+    found = build(name, None if weights is None else os.fspath(weights), seed)
+    stack, head = found.split if found.split is not None else (None, found.net)
+    mean = tuple(mean or found.mean or IMAGENET_MEAN)
+    std = tuple(std or found.std or IMAGENET_STD)
+    for what, values in (("--mean", mean), ("--std", std)):
+        if len(values) != 3 or (what == "--std" and min(values) <= 0):
+            raise ModelNotFound(f"{what} {','.join(map(str, values))}: give three numbers (R,G,B; std > 0)")
+    width = _output_width(name, head if stack is None else nn.Sequential(stack, head), probe_size)
+    names = tuple(class_names or found.class_names or (imagenet().names if width == 1000 else ()))
+    names = names or tuple(str(i) for i in range(width))
+    if len(names) != width:
+        raise ModelNotFound(f"--model {name}: it has {width} outputs but {len(names)} class names (--class-names)")
+    model = Classifier(name, stack, head, names, mean, std)
     model.eval()
     model.requires_grad_(False)
     model = model.to(torch.device(device) if device is not None else default_device())
     return model.to(memory_format=torch.channels_last)  # see Classifier._prepare
+
+
+def _output_width(name: str, net: nn.Module, size: int) -> int:
+    """The number of classes: the width of the logits for two probe images (ModelNotFound unless N×C)."""
+    net.eval()
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros(2, 3, size, size))
+    except Exception as exc:
+        raise ModelNotFound(
+            f"--model {name}: a forward pass on a 2×3×{size}×{size} batch failed ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); models must take N×3×H×W images of any batch size (export with a dynamic batch)"
+        ) from None
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ModelNotFound(
+            f"--model {name}: its output for a 2×3×{size}×{size} batch is {shape}; ascent needs N×C logits"
+        )
+    return int(out.shape[1])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -109,6 +109,7 @@ class ParamInfo:
     cli_required: bool
     append: bool
     limit: str | None
+    flags: tuple[tuple[str, Any, str], ...]
 
     def check_limit(self, value: Any, limits: Limits) -> None:
         """Raise InvalidInput when ``value`` (a number, or a sequence by its length) exceeds the limit
@@ -132,10 +133,13 @@ def param(
     cli_required: bool = False,
     append: bool = False,
     limit: str | None = None,
+    flags: tuple[tuple[str, Any, str], ...] = (),
 ) -> Any:
     """A parameter field. ``required``: the spec must give a value (the default is only a placeholder);
     ``cli_required``: the command line must give the flag; ``append``: the flag may repeat; ``limit``:
-    the ``Limits`` field that bounds it (a sequence by its length), e.g. ``"max_iters"``."""
+    the ``Limits`` field that bounds it (a sequence by its length), e.g. ``"max_iters"``; ``flags``:
+    other command-line flags that set it to a constant, (flag, command-line value, help), offered as
+    alternatives to its own flag (``--untargeted`` for ``--target untargeted``)."""
     options = {
         "kind": kind,
         "help": help,
@@ -143,6 +147,7 @@ def param(
         "cli_required": cli_required,
         "append": append,
         "limit": limit,
+        "flags": flags,
     }
     return dataclasses.field(default=default, metadata={"param": options})
 
@@ -223,8 +228,8 @@ class JobParams:
             if not info.kind.classes:
                 continue
             value = getattr(self, info.name)
-            for class_id in value if isinstance(value, Sequence) else (value,):
-                if class_id is not None:
+            for class_id in value if isinstance(value, tuple) else (value,):
+                if isinstance(class_id, int) and not isinstance(class_id, bool):
                     yield info.name, class_id
 
     def files(self) -> Iterator[tuple[str, tuple[str, ...]]]:

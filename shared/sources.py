@@ -121,9 +121,10 @@ class SourceReader:
         self.npz_hits = 0
         self.npz_misses = 0
 
-    def read(self, uri: str) -> bytes:
-        """The bytes of the file or object ``uri`` names (any ``#row`` is ignored)."""
-        return self._read(self._parse(uri), uri)
+    def read(self, uri: str, limit: str | None = None) -> bytes:
+        """The bytes of the file or object ``uri`` names (any ``#row`` is ignored), within the limit
+        ``limit`` names (default: ``max_npz_bytes`` for an .npz, else ``max_input_bytes``)."""
+        return self._read(self._parse(uri), uri, limit)
 
     @staticmethod
     def _parse(uri: str) -> Uri:
@@ -134,11 +135,11 @@ class SourceReader:
             )
         return parsed
 
-    def _limit(self, parsed: Uri, size: int, what: str) -> None:
-        name = "max_npz_bytes" if parsed.is_npz else "max_input_bytes"
+    def _limit(self, parsed: Uri, size: int, what: str, limit: str | None = None) -> None:
+        name = limit or ("max_npz_bytes" if parsed.is_npz else "max_input_bytes")
         self.limits.check(name, size, f"{what}: file size in bytes")
 
-    def _read(self, parsed: Uri, what: str) -> bytes:
+    def _read(self, parsed: Uri, what: str, limit: str | None = None) -> bytes:
         local = self.roots.check(parsed, what) if self.roots is not None else None
         if parsed.scheme == "file":
             path = local or parsed.local_path
@@ -148,22 +149,22 @@ class SourceReader:
                     raise InvalidInput(f"{what}: is a directory, not a file")
                 if not stat.S_ISREG(info.st_mode):
                     raise InvalidInput(f"{what}: not a regular file (a device, a pipe or a socket); not read")
-                self._limit(parsed, info.st_size, what)
+                self._limit(parsed, info.st_size, what, limit)
                 with open(path, "rb") as f:
                     data = f.read(info.st_size + 1)  # a file that grew meanwhile is caught below
-            self._limit(parsed, len(data), what)
+            self._limit(parsed, len(data), what, limit)
             return data
         if parsed.scheme == "s3":
             if not parsed.path:
                 raise InvalidInput(f"{what}: names a bucket, not an object (s3://bucket/key)")
             with _s3_errors(what):
-                self._limit(parsed, self.s3.size(parsed.bucket, parsed.path, what=what), what)
+                self._limit(parsed, self.s3.size(parsed.bucket, parsed.path, what=what), what, limit)
                 return self.s3.read(parsed.bucket, parsed.path, what=what)
         try:
             data = MemoryStore(parsed.bucket).get(parsed.path)
         except NotFoundInStore as e:
             raise InvalidInput(f"{what}: does not exist ({e})") from None
-        self._limit(parsed, len(data), what)
+        self._limit(parsed, len(data), what, limit)
         return data
 
     def _version(self, parsed: Uri, what: str) -> str:

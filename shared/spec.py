@@ -10,12 +10,12 @@ job's own (``ascent.shared.jobs``); the spec holds them as that job's ``JobParam
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ascent.shared.catalog import MODEL_NAMES, NUM_CLASSES
 from ascent.shared.errors import InvalidInput, InvalidSpec
 from ascent.shared.limits import Limits
 from ascent.shared.params import JobParams
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 SPEC_VERSION = 1
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 MIN_SIZE, MAX_SIZE = 16, 4096
 ITEM_ID_WIDTH = 6
 
@@ -40,23 +41,33 @@ def shard_id(index: int) -> str:
 
 
 def _is_class_id(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < NUM_CLASSES
+    """A class id of some model (the model's own count is checked where the model is known)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
 class Item:
     """One input of a run. ``source`` is a URI (file:///abs.png, file:///x.npz#3, s3://b/k, class:76);
-    ``original``: the input as the user named it, when ``source`` is an uploaded copy."""
+    ``label``: its true class when known; ``target``: its own target class (a manifest's ``target``
+    column); ``original``: the input as the user named it, when ``source`` is an uploaded copy;
+    ``path``: where it was found relative to the input the user named (an exported dataset keeps it)."""
 
     item_id: str
     source: str
     label: int | None = None
     original: str | None = None
+    target: int | None = None
+    path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"item_id": self.item_id, "source": self.source, "label": self.label}
-        if self.original is not None:
-            d["original"] = self.original
+        for name in ("original", "target", "path"):
+            if getattr(self, name) is not None:
+                d[name] = getattr(self, name)
         return d
 
     @classmethod
@@ -70,8 +81,12 @@ class Item:
             raise InvalidSpec("shard.items.source", f"item {item_id}: source must be a non-empty URI")
         if label is not None and not _is_class_id(label):
             raise InvalidSpec("shard.items.label", f"item {item_id}: label {label!r} is not a class id")
-        original = d.get("original")
-        return cls(item_id, source, label, original if isinstance(original, str) else None)
+        target = d.get("target")
+        if target is not None and not _is_class_id(target):
+            raise InvalidSpec("shard.items.target", f"item {item_id}: target {target!r} is not a class id")
+        original, path = d.get("original"), d.get("path")
+        text = [v if isinstance(v, str) else None for v in (original, path)]
+        return cls(item_id, source, label, text[0], target, text[1])
 
 
 @dataclass(frozen=True)
@@ -137,6 +152,11 @@ class JobSpec:
     params: Any = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    class_names: str | None = None
+    num_classes: int | None = None
+    files: Mapping[str, str] = field(default_factory=dict)
     version: int = SPEC_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +167,11 @@ class JobSpec:
             "store": self.store,
             "model": self.model,
             "weights": self.weights,
+            "mean": None if self.mean is None else list(self.mean),
+            "std": None if self.std is None else list(self.std),
+            "class_names": self.class_names,
+            "num_classes": self.num_classes,
+            "files": dict(self.files),
             "params": params,
             "inputs": list(self.inputs),
             "size": self.size,
@@ -174,6 +199,8 @@ class JobSpec:
         params = d.get("params", {})
         if not isinstance(params, Mapping):
             raise InvalidSpec("params", "must be an object")
+        normalisation = {k: tuple(d[k]) if isinstance(d.get(k), list) else d.get(k) for k in ("mean", "std")}
+        files = d.get("files", {})
         spec = cls(
             kind=d["kind"],
             run_id=d["run_id"],
@@ -183,7 +210,11 @@ class JobSpec:
             params=dict(params),
             inputs=tuple(inputs),
             size=d.get("size"),
+            class_names=d.get("class_names"),
+            num_classes=d.get("num_classes"),
+            files=dict(files) if isinstance(files, Mapping) else files,
             version=version,
+            **normalisation,
         )
         return spec.validate(jobs, limits)
 
@@ -199,10 +230,7 @@ class JobSpec:
             raise InvalidSpec("run_id", f"{self.run_id!r} must be 1-128 of A-Z a-z 0-9 . _ - and not start with . _ -")
         if not self.store or "://" not in self.store:
             raise InvalidSpec("store", f"{self.store!r} is not a store URI (file://... or s3://bucket/prefix)")
-        if self.model not in MODEL_NAMES:
-            raise InvalidSpec("model", f"unknown model {self.model!r}; available: {', '.join(MODEL_NAMES)}")
-        if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
-            raise InvalidSpec("weights", "must be null, 'DEFAULT' or a checkpoint path")
+        self._check_model()
         size = job.default_size if self.size is None else self.size
         if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
             raise InvalidSpec("size", f"{size!r} must be an integer {MIN_SIZE}..{MAX_SIZE}")
@@ -214,8 +242,31 @@ class JobSpec:
                 raise InvalidSpec("size", str(exc).split(": ", 1)[1]) from None
             params.check_limits(limits)
         for name, class_id in params.class_ids():
-            if class_id >= NUM_CLASSES:
-                raise InvalidSpec(f"params.{name}", f"class id {class_id} is out of range 0..{NUM_CLASSES - 1}")
+            if self.num_classes is not None and class_id >= self.num_classes:
+                raise InvalidSpec(f"params.{name}", f"class id {class_id} is out of range 0..{self.num_classes - 1}")
         if job.inputs is not None and not self.inputs:
             raise InvalidSpec("inputs", "no input images given")
         return dataclasses.replace(self, params=params, size=size)
+
+    def _check_model(self) -> None:
+        """The model fields: a name or reference, weights, normalisation, class names, file hashes."""
+        if not isinstance(self.model, str) or not self.model or len(self.model) > 2048 or "\n" in self.model:
+            raise InvalidSpec("model", f"{self.model!r} must name a model (see ascent run JOB --help)")
+        if self.weights is not None and (not isinstance(self.weights, str) or not self.weights):
+            raise InvalidSpec("weights", "must be null, 'DEFAULT', 'random' or a checkpoint path")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            if not isinstance(values, tuple) or len(values) != 3 or not all(_is_number(v) for v in values):
+                raise InvalidSpec(name, f"{values!r} must be three numbers R,G,B")
+            if name == "std" and min(values) <= 0:
+                raise InvalidSpec(name, f"{values!r} must be positive")
+        if self.class_names is not None and (not isinstance(self.class_names, str) or not self.class_names):
+            raise InvalidSpec("class_names", "must be null or the URI of a text file, one name per line")
+        if self.num_classes is not None and (not _is_class_id(self.num_classes) or self.num_classes < 1):
+            raise InvalidSpec("num_classes", f"{self.num_classes!r} must be a positive integer")
+        if not isinstance(self.files, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and SHA256.match(v) for k, v in self.files.items()
+        ):
+            raise InvalidSpec("files", "must map file URIs to their sha256 (64 hex digits)")

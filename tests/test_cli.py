@@ -54,7 +54,7 @@ def exit_code(argv: list[str]) -> int:
         ([], "the following arguments are required: COMMAND"),
         (["run"], "the following arguments are required: JOB"),
         (["run", "paint"], "invalid choice: 'paint'"),
-        (["run", "fool", "--images", "x"], "the following arguments are required: --target"),
+        (["run", "fool", "--images", "x"], "one of the arguments --untargeted --target is required"),
         (["run", "fool", "--target", "6"], "the following arguments are required: --images"),
         (
             ["run", "fool", "--images", "x", "--target", "6", "--workers", "0"],
@@ -129,15 +129,24 @@ def test_precision_flag_reaches_the_spec_of_each_stepping_job(image):
     assert err.value.field == "params.precision"
 
 
-def test_a_class_name_is_accepted_for_the_target(tmp_path, image, capsys):
-    # An unknown model stops the run after the target resolved: the message is about the model.
+def test_a_class_name_is_accepted_for_the_target(image):
+    args = build_parser().parse_args(["run", "fool", "--images", str(image), "--target", "stingray"])
+    assert job_params(args)[0]["target"] == 6
+
+
+def test_an_unknown_model_is_one_line_naming_the_flag_before_anything_starts(tmp_path, image, capsys):
     argv = ["run", "fool", "--images", str(image), "--target", "stingray", "--model", "nope"]
-    assert main([*argv, "--store", tmp_path.as_uri()]) == 2
-    assert "ascent: error: model: unknown model 'nope'" in capsys.readouterr().err
+    assert main([*argv, "--store", (tmp_path / "s").as_uri()]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("ascent: error: --model nope: not a torchvision classification model") and err.count("\n") == 1
+    )
+    assert not (tmp_path / "s").exists()
 
 
 def test_an_ambiguous_class_name_is_refused_naming_the_field(tmp_path, image, capsys):
-    assert main(["run", "fool", "--images", str(image), "--target", "great", "--store", tmp_path.as_uri()]) == 2
+    argv = ["run", "fool", "--images", str(image), "--target", "great", "--model", "tiny"]
+    assert main([*argv, "--store", tmp_path.as_uri()]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ascent: error: params.target: class name 'great' is ambiguous")
 
@@ -158,7 +167,7 @@ def test_an_ambiguous_class_name_is_refused_naming_the_field(tmp_path, image, ca
 )
 def test_invalid_specs_of_every_kind_exit_2_naming_the_field(tmp_path, image, capsys, argv, field):
     argv = [a.replace("MISSING", str(tmp_path / "missing.png")).replace("IMAGE", str(image)) for a in argv]
-    assert main(["run", *argv, "--store", (tmp_path / "store").as_uri()]) == 2
+    assert main(["run", *argv, "--model", "tiny", "--store", (tmp_path / "store").as_uri()]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"ascent: error: {field}:") and err.count("\n") == 1
     assert not (tmp_path / "store").exists()

@@ -82,7 +82,8 @@ def test_a_header_bomb_npz_fails_in_the_producer_fast_and_without_allocating(tmp
         "from ascent.producer.cli import main\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "started = time.monotonic()\n"
-        f"code = main(['run', 'fool', '--images', {str(bomb)!r}, '--target', '6', '--store', {tmp_path.as_uri()!r}])\n"
+        f"code = main(['submit', 'fool', '--images', {str(bomb)!r}, '--target', '6', '--store', {tmp_path.as_uri()!r},"
+        " '--broker', 'redis://127.0.0.1:1/0'])\n"
         "grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024\n"
         "print(f'{code} {time.monotonic() - started:.2f} {grown:.1f}')\n"
     )
@@ -265,7 +266,7 @@ def test_a_spec_beyond_a_limit_is_refused_naming_the_field_and_the_limit(tmp_pat
 
     write_png(tmp_path / "a.png")
     argv = [a.replace("IMAGE", str(tmp_path / "a.png")) for a in argv]
-    assert main(["run", *argv, "--store", (tmp_path / "s").as_uri()]) == 2
+    assert main(["run", *argv, "--model", "tiny", "--store", (tmp_path / "s").as_uri()]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"ascent: error: {field}:") and limit in err and "raise it" in err
     assert not (tmp_path / "s").exists()

@@ -94,7 +94,7 @@ class ScarceGpuMemory(Classifier):
 
 
 def scarce(tiny, fits):
-    model = ScarceGpuMemory(tiny.name, tiny.stack, tiny.head).eval()
+    model = ScarceGpuMemory(tiny.name, tiny.stack, tiny.head, tiny.class_names).eval()
     model.fits = fits
     return model
 

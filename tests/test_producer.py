@@ -187,13 +187,14 @@ def test_submit_records_spec_and_manifest_then_enqueues_one_json_task_per_shard(
 
 
 def _fool_defaults() -> dict:
-    return {"lr": 1.0, "max_iters": 100, "extra_iters": 2, "loss": "score", "precision": "fp32"}
+    return {"seed": 0, "lr": 1.0, "max_iters": 100, "extra_iters": 2, "loss": "score", "precision": "fp32"}
 
 
 @pytest.mark.parametrize(
     ("args", "field"),
     [
-        (["--model", "alexnet"], "model"),
+        (["--model", "alexnet"], "--model alexnet"),  # pretrained weights out of reach offline
+        (["--model", "MISSING.pt2"], "model"),
         (["--target", "1000"], "params.target"),
         (["--target", "no such class"], "params.target"),
         (["--images", "MISSING"], "inputs"),
@@ -236,7 +237,7 @@ def test_an_invalid_run_exits_2_naming_the_field_before_anything_is_started(
 @pytest.mark.parametrize(
     ("args", "field"),
     [
-        (["--model", "alexnet"], "model"),
+        (["--model", "MISSING.pt2"], "model"),
         (["--target", "1000"], "params.target"),
         (["--images", "MISSING"], "inputs"),
         (["--extra-iters", "-2"], "params.extra_iters"),

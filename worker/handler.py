@@ -16,6 +16,7 @@ are counted as ``ascent.worker.attempts`` says.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ascent.shared.errors import InvalidInput, TransientError
+from ascent.shared.errors import AlreadyExists, InvalidInput, TransientError
 from ascent.shared.images import encode_png
 from ascent.shared.jobs import get_job
 from ascent.shared.jobs.base import Job, Loaded, Outcome
@@ -180,8 +181,15 @@ def run_shard(
     started = time.perf_counter()
     dev = pick_device(device)
     job = get_job(spec.kind, runtime.jobs)
+    failure = run_failure(store, spec.run_id)
+    if failure is not None:  # another shard found the run cannot go on: no model load for this one
+        return record_shard_failed(spec, shard, store, failure, info=info, device=dev, started=started)
     try:
-        model = runtime.models.get(spec.model, spec.weights, dev)
+        model = runtime.models.for_spec(spec, dev, runtime.reader)
+    except InvalidInput as exc:  # the model does not load: the whole run fails, once, with this reason
+        mark_run_failed(store, spec.run_id, str(exc), info)
+        return record_shard_failed(spec, shard, store, str(exc), info=info, device=dev, started=started)
+    try:
         # The attempt counts from here: the batch through the kernel is where memory runs out.
         attempt = attempts.start(info)
     except InvalidInput as exc:
@@ -209,6 +217,23 @@ def run_shard(
         dev,
     )
     return record
+
+
+def run_failure(store: Store, run_id: str) -> str | None:
+    """Why the run cannot go on, when a worker found out (``failure.json``), else None."""
+    key = RunKeys(run_id).failure
+    if not store.exists(key):
+        return None
+    try:
+        return str(store.get_json(key).get("error"))
+    except (InvalidInput, ValueError, AttributeError):
+        return "the run was marked failed (runs/<run_id>/failure.json is unreadable)"
+
+
+def mark_run_failed(store: Store, run_id: str, error: str, info: dict[str, Any] | None) -> None:
+    """Record once, for the whole run, that it cannot go on (the first worker to find out wins)."""
+    with contextlib.suppress(AlreadyExists):
+        store.create_json(RunKeys(run_id).failure, {"error": error, "at": time.time(), **(info or {})})
 
 
 def record_shard_failed(

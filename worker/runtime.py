@@ -22,7 +22,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from ascent.shared.jobs.base import Job
 from ascent.shared.keys import RunKeys
@@ -32,35 +31,10 @@ from ascent.shared.spec import Manifest, Shard
 from ascent.shared.store import Store
 from ascent.worker.attempts import RetryPolicy
 from ascent.worker.faults import FaultInjector
+from ascent.worker.models import ModelCache
 
 log = logging.getLogger(__name__)
-MODEL_CACHE_SIZE = 4
 MANIFEST_CACHE_SIZE = 8
-
-
-class ModelCache:
-    """The last few classifiers this process loaded, by (model, weights, device)."""
-
-    def __init__(self, capacity: int = MODEL_CACHE_SIZE) -> None:
-        self.capacity = capacity
-        self._models: OrderedDict[tuple[str, str | None, str], Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, name: str, weights: str | None, device: Any) -> Any:
-        """The frozen ``Classifier``, loaded once (raises ModelNotFound, an InvalidInput)."""
-        from ascent.shared.models import load_classifier
-
-        key = (name, weights, str(device))
-        with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-            log.info("loading model %s (weights %s) on %s", name, weights or "default", device)
-            model = load_classifier(name, weights=weights, device=device)
-            self._models[key] = model
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
-            return model
 
 
 @dataclass

@@ -135,6 +135,9 @@ class Job:
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     #: A result field that repeats the output's URI (saliency's ``saliency``), or None.
     output_field: ClassVar[str | None] = None
+    #: The result fields an exported dataset carries per item (``ascent export``: labels.csv columns,
+    #: npz arrays, webdataset json).
+    export_fields: ClassVar[tuple[str, ...]] = ()
     #: The job's main rate for the default ``summary_lines`` and ``headline``: summary keys of the
     #: rate and its counts k of n, and a text with ``{}`` where "k/n" goes, or None.
     headline_rate: ClassVar[tuple[str, str, str, str] | None] = None
@@ -166,6 +169,10 @@ class Job:
         raise NotImplementedError
 
     # ----------------------------------------------------------------------------- collector
+
+    def exported(self, row: Mapping[str, Any]) -> bool:
+        """Whether ``ascent export`` takes a done item without ``--all`` (default: every done item)."""
+        return True
 
     def summarize(self, spec: JobSpec, rows: list[dict[str, Any]], classes: ClassCatalog) -> dict[str, Any]:
         """The job's fields of summary.json from the run's rows (one per item; status done, failed or

@@ -53,12 +53,14 @@ def fool(
     max_batch: int | None = None,
     loss: str = "score",
     precision: str = "fp32",
+    labels: Any = None,
 ) -> FoolResult:
     """Adversarial images: normalised-gradient ascent on the target class score until the model
     predicts it, then ``extra_iters`` more steps (CS231n: lr 1 in normalised space).
 
-    ``targets``: one class id for all, one per image, or None (untargeted: move away from the
-    current prediction). ``iterations`` counts steps as the reference loop does; an image is done
+    ``targets``: one class id for all, one per image, or None (untargeted: move away from the true
+    class, ``labels``, where it is known (an id per image, None or -1 where it is not), else from the
+    clean prediction). ``iterations`` counts steps as the reference loop does; an image is done
     only when its 8-bit rounding (exactly what a PNG stores) is classified as the target after the
     extra steps: if rounding undoes the attack, stepping goes on. Images that are done leave the
     batch; ``max_batch`` caps how many run through the model at once (None: ``auto_max_batch``).
@@ -86,6 +88,14 @@ def fool(
         pred_before = model(x0).argmax(1)
     untargeted = targets is None
     goal = pred_before.clone() if untargeted else class_tensor(targets, n, num_classes(model), "targets", device)
+    if untargeted and labels is not None:
+        known = [-1 if label is None else int(label) for label in labels]
+        if len(known) != n:
+            raise InvalidInput(f"labels must have one entry per image ({n}), got {len(known)}")
+        away = torch.tensor(known, device=device)
+        if bool((away >= num_classes(model)).any()):
+            raise InvalidInput(f"labels must be class ids 0..{num_classes(model) - 1}, got {max(known)}")
+        goal = torch.where(away >= 0, away, goal)
 
     first_hit = torch.full((n,), -1, dtype=torch.long, device=device)
     pred_after = torch.full((n,), -1, dtype=torch.long, device=device)

@@ -86,7 +86,7 @@ def style_transfer(
         raise InvalidInput(f"{len(style_layers)} style_layers but {len(style_weights)} style_weights")
     if not isinstance(iters, int) or iters < 1:
         raise InvalidInput(f"iters must be a positive integer, got {iters!r}")
-    depth = len(model.stack)
+    depth = len(model.require_features())
     for layer in (content_layer, *style_layers):
         if not 0 <= layer < depth:
             raise InvalidInput(f"feature layer {layer} is out of range 0..{depth - 1} for {model.name}")
