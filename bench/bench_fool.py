@@ -21,7 +21,6 @@ loop; ≥ 2× torchattacks' images/s at equal fooling rate; ≥ 2,000 fooled ima
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -33,34 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python bench/bench_fool.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch
 
-from bench.common import (
-    REPO,
-    TARGET_CLASS,
-    Report,
-    Table,
-    Timing,
-    base_parser,
-    environment,
-    finish,
-    fmt,
-    load_model,
-    load_val25,
-    log,
-    measure,
-    measure_settled,
-    peak_memory,
-    pick_device,
-    profile_table,
-    sync,
-    timed,
-    wait_for_quiet,
-    weights_path,
-)
+from bench import common
 
 DEFAULT_PEERS = "/tmp/ascent-peers"  # pip install --no-deps --target /tmp/ascent-peers torchattacks scipy
 
@@ -101,18 +75,14 @@ def run_kernel(
     On a shared CPU, re-run (≤ 4 times) while other processes took > 10 % of the CPU; keep the fastest."""
     from ascent.shared.kernels import fool
 
-    best: KernelRun | None = None
-    for _ in range(4 if quiet > 0 else 1):
-        calls: list[tuple[int, bool]] = []
+    options = {
+        **({} if loss == "score" else {"loss": loss}),
+        **({} if precision == "fp32" else {"precision": precision}),
+    }
 
-        def hook(module, inputs, calls=calls):
-            calls.append((int(inputs[0].shape[0]), torch.is_grad_enabled()))
-
-        if quiet > 0:
-            wait_for_quiet(max_wait=quiet)
-        handle = model.register_forward_pre_hook(hook)
-        try:
-            timing = measure(
+    def attempt() -> KernelRun:
+        with common.calls_of(model) as calls:
+            timing = common.measure(
                 lambda: fool(
                     model,
                     images,
@@ -121,19 +91,16 @@ def run_kernel(
                     max_iters=max_iters,
                     extra_iters=extra_iters,
                     max_batch=max_batch,
-                    **({} if loss == "score" else {"loss": loss}),
-                    **({} if precision == "fp32" else {"precision": precision}),
+                    **options,
                 ),
                 device,
             )
-        finally:
-            handle.remove()
         res = timing.out
-        grad = Counter(b for b, g in calls if g)
-        nograd = Counter(b for b, g in calls if not g)
+        grad = Counter(c.batch for c in calls if c.grad)
+        nograd = Counter(c.batch for c in calls if not c.grad)
         if sum(b * k for b, k in grad.items()) != res.passes:
-            log(f"warning: hook counted {sum(b * k for b, k in grad.items())} passes, kernel {res.passes}")
-        run = KernelRun(
+            common.log(f"warning: hook counted {sum(b * k for b, k in grad.items())} passes, kernel {res.passes}")
+        return KernelRun(
             label,
             max_batch,
             timing.wall,
@@ -146,26 +113,11 @@ def run_kernel(
             timing.others,
             precision,
         )
-        if best is None or run.wall < best.wall:
-            best = run
-        if timing.others <= 0.10:
-            break
-    assert best is not None
-    return best
+
+    return common.settled(attempt, quiet)
 
 
 # ----------------------------------------------------------------------------- (b) the plain loop
-
-
-def raw_network(device: torch.device):
-    """The torchvision SqueezeNet 1.1 itself with the same weights: no wrapper, no padding."""
-    import torchvision
-
-    net = torchvision.models.squeezenet1_1(weights=None)
-    net.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True))
-    net.eval()
-    net.requires_grad_(False)
-    return net.to(device)
 
 
 def reference_loop(net, images, target, lr=1.0, max_iters=100):
@@ -226,18 +178,6 @@ def forward_fn(model, images, batch) -> Callable[[], None]:
     return once
 
 
-def best_times(fns: dict, device, repeat: int) -> dict:
-    """Best of ``repeat`` timings per function, measured round-robin (load on a shared machine hits
-    every batch size alike rather than a few), each after one warm-up call."""
-    for fn in fns.values():
-        fn()
-    best = {key: math.inf for key in fns}
-    for _ in range(max(1, repeat)):
-        for key, fn in fns.items():
-            best[key] = min(best[key], timed(fn, device)[0])
-    return best
-
-
 def measuring_grid(sizes: list[int], limit: int = 40) -> list[int]:
     """The batch sizes to time: all of them when few; else every size ≤ 16 plus a geometric grid
     (ratio ≈ 1.15) up to the largest (large sets on a GPU use hundreds of distinct sizes)."""
@@ -281,34 +221,36 @@ def in_situ_split(model, images, target, max_batch, lr, max_iters, extra_iters, 
     kernel's own bookkeeping: gathers, the step, the stop rule, chunking). The passes timed in situ vs
     the floor (best-of-k bursts) separates "passes run slower in a sustained run" from "overhead"."""
     import ascent.shared.kernels as K
+    from ascent.shared.kernels import loop
 
     spent: Counter = Counter()
-    forward, gradient = model.forward_normalized, K.input_gradient
+    forward, gradient = model.forward_normalized, loop.input_gradient
 
     def timed_forward(inputs):
         t0 = time.perf_counter()
         out = forward(inputs)
-        sync(device)
+        common.sync(device)
         spent["fwd" if torch.is_grad_enabled() else "nograd"] += time.perf_counter() - t0
         return out
 
     def timed_gradient(objective, x):
         t0 = time.perf_counter()
         grad = gradient(objective, x)
-        sync(device)
+        common.sync(device)
         spent["bwd"] += time.perf_counter() - t0
         return grad
 
-    model.forward_normalized, K.input_gradient = timed_forward, timed_gradient
+    # the loop module looks input_gradient up when it calls it: patch it there, not in the package
+    model.forward_normalized, loop.input_gradient = timed_forward, timed_gradient
     try:
-        sync(device)
+        common.sync(device)
         t0 = time.perf_counter()
         K.fool(model, images, target, lr=lr, max_iters=max_iters, extra_iters=extra_iters, max_batch=max_batch)
-        sync(device)
+        common.sync(device)
         wall = time.perf_counter() - t0
     finally:
         del model.forward_normalized
-        K.input_gradient = gradient
+        loop.input_gradient = gradient
     passes = spent["fwd"] + spent["bwd"]
     nograd = spent["nograd"]
     return {"wall": wall, "passes": passes, "nograd": nograd, "rest": wall - passes - nograd}
@@ -329,7 +271,7 @@ def run_peer(args, device, batch: int | None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "peer.json"
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (peers, str(REPO), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (peers, env.get("PYTHONPATH", "")) if p)
         cmd = [
             sys.executable,
             "-m",
@@ -355,8 +297,8 @@ def run_peer(args, device, batch: int | None) -> dict:
         ]
         if batch is not None:
             cmd += ["--batch", str(batch)]
-        log("torchattacks:", " ".join(cmd[1:]))
-        proc = subprocess.run(cmd, cwd=REPO, env=env)
+        common.log("torchattacks:", " ".join(cmd[1:]))
+        proc = subprocess.run(cmd, cwd=common.REPO, env=env)
         if proc.returncode != 0 or not out.exists():
             return {"available": False, "reason": f"peer subprocess failed (exit {proc.returncode})"}
         return json.loads(out.read_text())
@@ -374,8 +316,8 @@ def parse_sweep(text: str) -> list[int | None]:
     return [None if part.strip() == "all" else int(part) for part in text.split(",") if part.strip()]
 
 
-def main(argv: list[str] | None = None) -> Report:
-    parser = base_parser(__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> common.Report:
+    parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=None, help="tile the 25 images K times (CPU 1, --full 40)")
     parser.add_argument("--trials", type=int, default=2, help="interleaved timed runs; best is kept")
     parser.add_argument("--lr", type=float, default=1.0)
@@ -394,12 +336,9 @@ def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler run")
     parser.add_argument("--no-log-softmax", action="store_true", help="skip the loss=log_softmax run")
     parser.add_argument("--no-bf16", action="store_true", help="skip the precision=bf16 runs")
-    parser.add_argument(
-        "--quiet-wait", type=float, default=None, help="CPU: wait ≤ s for other load to drop before timing"
-    )
     args = parser.parse_args(argv)
 
-    device = pick_device(args.device)
+    device = common.pick_device(args.device)
     gpu = device.type == "cuda"
     if args.repeat is None:
         args.repeat = 40 if (args.full and gpu) else (4 if gpu else 1)
@@ -409,69 +348,67 @@ def main(argv: list[str] | None = None) -> Report:
 
     from ascent.shared.kernels import auto_max_batch
 
-    model = load_model(device)
-    images, _ = load_val25(device, args.repeat)
+    model = common.load_model(device)
+    images, _ = common.load_val25(device, args.repeat)
     n = images.shape[0]
-    target = TARGET_CLASS
+    target = common.TARGET_CLASS
     auto = auto_max_batch(device)
-    quiet = (0.0 if gpu else 60.0) if args.quiet_wait is None else args.quiet_wait
+    quiet = common.quiet_seconds(args, device)
 
     kw = dict(lr=args.lr, max_iters=args.max_iters, extra_iters=args.extra_iters, device=device, quiet=quiet)
-    log(f"fool bench on {device}: {n} images, auto max_batch={auto}, sweep={sweep}")
+    common.log(f"fool bench on {device}: {n} images, auto max_batch={auto}, sweep={sweep}")
 
     # warm-up (allocator, oneDNN primitive caches) with a short run on a few images
     run_kernel(model, images[: min(n, 4)], target, auto, args.lr, 3, 0, device, "warm-up")
-    net = None if args.no_loop else raw_network(device)
+    net = None if args.no_loop else common.raw_network(device)
 
     # interleaved trials: kernel (auto) and the per-image loop, best of each
-    best_kernel: KernelRun | None = None
-    loop: Timing | None = None
-    for trial in range(args.trials):
-        run = run_kernel(model, images, target, auto, label="fool (auto)", **kw)
-        log(
-            f"trial {trial}: kernel {run.wall:.2f}s (others {run.others:.0%}), fooled {run.fooled}/{n}, "
-            f"passes {run.passes}"
+    trials: dict[str, Callable[[], KernelRun | common.Timing]] = {
+        "kernel": lambda: run_kernel(model, images, target, auto, label="fool (auto)", **kw)
+    }
+    if net is not None:
+        trials["per-image loop"] = lambda: common.measure_settled(
+            lambda: reference_loop(net, images, target, args.lr, args.max_iters), device, quiet
         )
-        if best_kernel is None or run.wall < best_kernel.wall:
-            best_kernel = run
-        if net is not None:
-            t = measure_settled(lambda: reference_loop(net, images, target, args.lr, args.max_iters), device, quiet)
-            log(f"trial {trial}: per-image loop {t.wall:.2f}s (others {t.others:.0%})")
-            if loop is None or t.wall < loop.wall:
-                loop = t
-    assert best_kernel is not None
+
+    def describe(key: str, r: KernelRun | common.Timing) -> str:
+        done = f", fooled {r.fooled}/{n}, passes {r.passes}" if isinstance(r, KernelRun) else ""
+        return f"{key} {r.wall:.2f}s (others {r.others:.0%}){done}"
+
+    best = common.interleaved(trials, args.trials, describe=describe)
+    best_kernel, loop = best["kernel"], best.get("per-image loop")
+    assert isinstance(best_kernel, KernelRun) and (loop is None or isinstance(loop, common.Timing))
 
     runs = [best_kernel]
     if not args.no_log_softmax:  # the kernel's optional objective (PGD's), same everything else
         runs.append(
             run_kernel(model, images, target, auto, label="fool (auto, loss=log_softmax)", loss="log_softmax", **kw)
         )
-        log(f"log_softmax: {runs[-1].wall:.2f}s, fooled {runs[-1].fooled}/{n}")
+        common.log(f"log_softmax: {runs[-1].wall:.2f}s, fooled {runs[-1].fooled}/{n}")
     if not args.no_bf16:  # bf16 autocast while stepping (the 8-bit check stays float32)
         for loss in ("score",) + (() if args.no_log_softmax else ("log_softmax",)):
             label = "fool (auto, " + ("" if loss == "score" else "loss=log_softmax, ") + "precision=bf16)"
             run = run_kernel(model, images, target, auto, label=label, loss=loss, precision="bf16", **kw)
             runs.append(run)
-            log(f"{label}: {runs[-1].wall:.2f}s, fooled {runs[-1].fooled}/{n}")
+            common.log(f"{label}: {runs[-1].wall:.2f}s, fooled {runs[-1].fooled}/{n}")
     for mb in sweep:
         if mb == auto:
             continue
         label = f"fool max_batch={mb if mb is not None else 'all'}"
         runs.append(run_kernel(model, images, target, mb, label=label, **kw))
-        log(f"{label}: {runs[-1].wall:.2f}s")
+        common.log(f"{label}: {runs[-1].wall:.2f}s")
 
     # the floor: best forward+backward (and forward-only) time at every batch size the runs used
     sizes = sorted({b for r in runs for b in r.grad_calls})
     fwd_sizes = sorted({b for r in runs for b in r.nograd_calls})
-    log(f"per-pass times at {len(sizes)} batch sizes ...")
-    if quiet > 0:
-        wait_for_quiet(max_wait=quiet)
+    common.log(f"per-pass times at {len(sizes)} batch sizes ...")
+    common.settle(quiet)
     grid, fwd_grid = measuring_grid(sizes), measuring_grid(fwd_sizes)
     fns: dict = {("pass", b): pass_fn(model, images, b, target, device) for b in grid}
     fns.update({("fwd", b): forward_fn(model, images, b) for b in fwd_grid})
     if net is not None:
         fns[("raw", 1)] = pass_fn(lambda x: net((x - model.mean) / model.std), images, 1, target, device)
-    times = best_times(fns, device, args.pass_repeat)
+    times = common.best_times(fns, device, args.pass_repeat)
     per_pass = interpolate({b: times[("pass", b)] for b in grid}, sizes)
     per_fwd = interpolate({b: times[("fwd", b)] for b in fwd_grid}, fwd_sizes)
     raw_pass = times.get(("raw", 1))
@@ -481,7 +418,7 @@ def main(argv: list[str] | None = None) -> Report:
     if not args.no_profile:
         from ascent.shared.kernels import fool
 
-        prof = profile_table(
+        prof = common.profile_table(
             lambda: fool(model, images, target, lr=args.lr, max_iters=args.max_iters, extra_iters=args.extra_iters),
             device,
             "fool (auto)",
@@ -493,8 +430,8 @@ def main(argv: list[str] | None = None) -> Report:
     peer = {"available": False, "reason": "--no-peer"} if args.no_peer else run_peer(args, device, auto)
 
     # ------------------------------------------------------------------ report
-    env = environment(device)
-    report = Report(
+    env = common.environment(device)
+    report = common.Report(
         bench="fool",
         title=f"fool: {n} val images → class {target}, lr {args.lr}, ≤{args.max_iters} steps",
         env=env,
@@ -610,10 +547,10 @@ def main(argv: list[str] | None = None) -> Report:
                 ]
             )
     report.tables.append(
-        Table(f"{n} images towards class {target} (best of {args.trials} where timed twice)", cols, rows)
+        common.Table(f"{n} images towards class {target} (best of {args.trials} where timed twice)", cols, rows)
     )
     report.tables.append(
-        Table(
+        common.Table(
             "best forward+backward time per batch size (same model; the floor's unit)",
             ["batch", "ms / pass", "image-passes/s", "ms fwd only"],
             [[b, per_pass[b] * 1e3, b / per_pass[b], per_fwd[b] * 1e3 if b in per_fwd else ""] for b in grid],
@@ -689,7 +626,7 @@ def main(argv: list[str] | None = None) -> Report:
                 f" (ours: {r['ours_fooled']}/{r['ours_fooled']} by construction)",
             )
         report.tables.append(
-            Table(
+            common.Table(
                 "torchattacks: fooled (of N) after s steps — float / uint8-truncated (its save) / rounded",
                 ["steps", "float", "trunc", "round"],
                 peer["curve"],
@@ -707,8 +644,8 @@ def main(argv: list[str] | None = None) -> Report:
         (fooled_rate >= 2000) if gpu else None,
     )
     report.metric("fooling rate (8-bit exact)", f"{k.fooled}/{n}", "reference: 24/25")
-    mem = peak_memory(device)
-    report.metric("peak memory", ", ".join(f"{key} {fmt(v)}" for key, v in mem.items()))
+    mem = common.peak_memory(device)
+    report.metric("peak memory", ", ".join(f"{key} {common.fmt(v)}" for key, v in mem.items()))
     if not gpu:
         report.notes.append("No GPU machine was available for this run: GPU targets not measured.")
     report.notes.append(
@@ -716,7 +653,7 @@ def main(argv: list[str] | None = None) -> Report:
         "call's batch size; 'fwd-only s' = estimated cost of its no-grad forwards (initial prediction, "
         "8-bit checks, final prediction) that the floor leaves out."
     )
-    return finish(report, args)
+    return common.finish(report, args)
 
 
 if __name__ == "__main__":

@@ -29,72 +29,27 @@ busy they kept the CPU. ``--full`` (GPU): 200 and 1,000 images (the 25 tiled), s
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-if __package__ in (None, ""):  # `python bench/bench_queue.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import torch
 
-from bench.common import (
-    REPO,
-    TARGET_CLASS,
-    Report,
-    Table,
-    _own_cpu,
-    _proc_stat,
-    assets_dir,
-    base_parser,
-    environment,
-    finish,
-    fmt,
-    load_model,
-    log,
-    measure,
-    peak_memory,
-    pick_device,
-    sync,
-    wait_for_quiet,
-    weights_path,
-)
+from bench import cluster, common
+from bench.cluster import ProcRun, RedisStats
 
-ASCENT = [sys.executable, "-m", "ascent.producer"]  # the `ascent` command, from this interpreter
-RUN_TIMEOUT = 1800.0
+TINY_SIZE = 32  # px of the one image of a tiny task (c)
 
 
-# ----------------------------------------------------------------------------- helpers (also used by
-# bench_scaleout)
-
-
-def cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def ascent_env(**extra: str) -> dict[str, str]:
-    """The environment for ``ascent`` subprocesses: the repository importable, no broker or store from
-    the caller's environment (each call names its own), unbuffered output, plus ``extra``."""
-    env = dict(os.environ)
-    for name in ("ASCENT_BROKER_URL", "ASCENT_STORE", "ASCENT_FAULT_INJECT"):
-        env.pop(name, None)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def settle(seconds: int = 3, max_wait: float | None = None) -> float:
+def quiet_for(seconds: int = 3, max_wait: float | None = None) -> float:
     """Wait (up to ``max_wait``, default ``QUIET_WAIT`` s) until other processes have used less than a
     quarter of the CPU for ``seconds`` consecutive one-second windows: a shared 2-core machine runs other
     benchmarks and test suites, and a kernel whose OpenMP threads compete for the cores slows down many
@@ -103,181 +58,11 @@ def settle(seconds: int = 3, max_wait: float | None = None) -> float:
     quiet = 0
     share = 0.0
     while quiet < seconds:
-        share = wait_for_quiet(max_wait=0.0)  # one 1 s window
+        share = common.wait_for_quiet(max_wait=0.0)  # one 1 s window
         quiet = quiet + 1 if share < 0.25 else 0
         if time.monotonic() > deadline:
             break
     return share
-
-
-def children_cpu() -> float:
-    t = os.times()
-    return t.children_user + t.children_system
-
-
-def tree_cpu(pids: Sequence[int]) -> float:
-    """CPU seconds (user + sys) of the processes ``pids`` and their live descendants."""
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        try:
-            root = psutil.Process(pid)
-            for proc in [root, *root.children(recursive=True)]:
-                t = proc.cpu_times()
-                total += t.user + t.system
-        except psutil.Error:
-            continue
-    return total
-
-
-@dataclass
-class ProcRun:
-    """A finished subprocess: wall seconds, exit code, output, the wall time (since start) of each stderr
-    line that begins with ``ascent:``, and the share of the machine other processes used meanwhile."""
-
-    wall: float
-    rc: int
-    stdout: str
-    stderr: str
-    notes: list[tuple[float, str]] = field(default_factory=list)
-    others: float = 0.0
-    started_at: float = 0.0  # time.time() at start
-
-    def note_time(self, startswith: str) -> float | None:
-        for t, line in self.notes:
-            if line.startswith(startswith):
-                return t
-        return None
-
-
-def run_proc(argv: Sequence[str], env: Mapping[str, str], timeout: float = RUN_TIMEOUT) -> ProcRun:
-    """Run ``argv`` to completion, timestamping its ``ascent:`` notes as they arrive on stderr.
-
-    ``others``: busy CPU of the whole machine minus this process and its (reaped) descendants, as a share
-    of all cores, over the run (the subprocess's own workers and Redis are reaped by it, so they count
-    as ours)."""
-    busy0, _ = _proc_stat()
-    own0 = _own_cpu() + children_cpu()
-    started_at = time.time()
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(env), cwd=REPO, text=True
-    )
-    notes: list[tuple[float, str]] = []
-    err_lines: list[str] = []
-    out_lines: list[str] = []
-
-    def read_stderr() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            err_lines.append(line)
-            for part in line.replace("\r", "\n").splitlines():
-                if part.startswith("ascent:"):
-                    notes.append((time.perf_counter() - start, part.removeprefix("ascent:").strip()))
-
-    def read_stdout() -> None:
-        assert proc.stdout is not None
-        out_lines.extend(proc.stdout)
-
-    readers = [threading.Thread(target=f, daemon=True) for f in (read_stderr, read_stdout)]
-    for reader in readers:
-        reader.start()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # `ascent run` stops everything it started on SIGTERM
-        proc.wait(60)
-    wall = time.perf_counter() - start
-    for reader in readers:
-        reader.join(10)
-    busy1, _ = _proc_stat()
-    ours = _own_cpu() + children_cpu() - own0
-    others = max(0.0, (busy1 - busy0) - ours) / (wall * cpus())
-    out = "".join(out_lines)
-    return ProcRun(wall, proc.returncode, out, "".join(err_lines), notes, min(1.0, others), started_at)
-
-
-def check(run: ProcRun, what: str) -> ProcRun:
-    if run.rc != 0:
-        raise SystemExit(f"{what} exited {run.rc}:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}")
-    return run
-
-
-def shard_records(store_root: Path, run_id: str) -> list[dict[str, Any]]:
-    """The run's shard records (file store), sorted by ``written_at``."""
-    folder = store_root / "runs" / run_id / "records"
-    records = [json.loads(p.read_text()) for p in folder.glob("*.json")]
-    return sorted(records, key=lambda r: r["written_at"])
-
-
-def write_npz(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
-    np.savez(path, X=images, y=labels)
-    return path
-
-
-def val25_uint8() -> tuple[np.ndarray, np.ndarray]:
-    """The 25 val images (N×224×224×3 uint8) and labels, as the CLI reads them."""
-    data = np.load(assets_dir() / "cs231n" / "datasets" / "imagenet_val_25.npz")
-    return np.asarray(data["X"]), np.asarray(data["y"])
-
-
-def small_images(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` size×size×3 uint8 images: the val images downscaled (tiled), or noise without the assets."""
-    from PIL import Image
-
-    try:
-        images, labels = val25_uint8()
-        small = np.stack([np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)) for a in images])
-    except (OSError, KeyError):
-        rng = np.random.default_rng(0)
-        small = rng.integers(0, 256, (25, size, size, 3), dtype=np.uint8)
-        labels = np.zeros(25, dtype=np.int64)
-    reps = -(-n // len(small))
-    return np.tile(small, (reps, 1, 1, 1))[:n].copy(), np.tile(labels, reps)[:n].copy()
-
-
-class RedisStats:
-    """Redis's own cost between two snapshots: commands (calls, usec from INFO commandstats) and the
-    server's CPU seconds (INFO cpu, user + sys, all threads)."""
-
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.client = redis.Redis.from_url(url)
-
-    def snapshot(self) -> dict[str, Any]:
-        stats = self.client.info("commandstats")
-        cpu = self.client.info("cpu")
-        return {
-            "commands": {k.removeprefix("cmdstat_"): (v["calls"], v["usec"]) for k, v in stats.items()},
-            "cpu": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
-            "time": time.perf_counter(),
-        }
-
-    @staticmethod
-    def delta(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
-        per_cmd = {}
-        for name, (calls, usec) in after["commands"].items():
-            c0, u0 = before["commands"].get(name, (0, 0))
-            if calls - c0 > 0:
-                per_cmd[name] = (calls - c0, usec - u0)
-        # INFO itself (our snapshots) is not the workload.
-        per_cmd.pop("info", None)
-        return {
-            "calls": sum(c for c, _ in per_cmd.values()),
-            "usec": sum(u for _, u in per_cmd.values()),
-            "cpu": after["cpu"] - before["cpu"],
-            "seconds": after["time"] - before["time"],
-            "per_cmd": dict(sorted(per_cmd.items(), key=lambda kv: -kv[1][0])),
-        }
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def top_commands(delta: Mapping[str, Any], per: float, k: int = 6) -> str:
-    return ", ".join(f"{name} {calls / per:.1f}" for name, (calls, _) in list(delta["per_cmd"].items())[:k])
 
 
 # ----------------------------------------------------------------------------- (a) in-process kernel
@@ -293,25 +78,18 @@ def inprocess_fool(
     from ascent.shared.kernels import fool
 
     step = shard_size or images.shape[0]
-    calls: dict[int, int] = {}
-
-    def count(_module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
-        if torch.is_grad_enabled():
-            calls[inputs[0].shape[0]] = calls.get(inputs[0].shape[0], 0) + 1
 
     def run() -> list[int]:
         iterations: list[int] = []
         for start in range(0, images.shape[0], step):
-            iterations += fool(model, images[start : start + step], TARGET_CLASS).iterations.tolist()
+            iterations += fool(model, images[start : start + step], common.TARGET_CLASS).iterations.tolist()
         return iterations
 
-    settle()
-    hook = model.stack.register_forward_pre_hook(count)
-    try:
-        timing = measure(run, device)
-    finally:
-        hook.remove()
-    return timing.wall, timing.others, [int(i) for i in timing.out], dict(sorted(calls.items()))
+    quiet_for()
+    with common.calls_of(model.stack) as calls:
+        timing = common.measure(run, device)
+    batches = Counter(c.batch for c in calls if c.grad)
+    return timing.wall, timing.others, [int(i) for i in timing.out], dict(sorted(batches.items()))
 
 
 # ----------------------------------------------------------------------------- (b) `ascent run fool`
@@ -336,15 +114,15 @@ class CliRun:
 
 def cli_run(npz: Path, n: int, shard_size: int, tmp: Path, tag: str, threads: int) -> CliRun:
     store = tmp / f"store-{tag}"
-    argv = [*ASCENT, "run", "fool", "--images", str(npz), "--target", str(TARGET_CLASS)]
-    argv += ["--weights", str(weights_path()), "--store", store.as_uri(), "--workers", "1"]
+    argv = [*cluster.ASCENT, "run", "fool", "--images", str(npz), "--target", str(common.TARGET_CLASS)]
+    argv += ["--weights", str(common.weights_path()), "--store", store.as_uri(), "--workers", "1"]
     argv += ["--shard-size", str(shard_size), "--run-id", f"bench-{tag}"]
-    settle()
-    run = check(run_proc(argv, ascent_env(OMP_NUM_THREADS=str(threads))), f"ascent run ({tag})")
+    quiet_for()
+    run = cluster.check(cluster.run_proc(argv, cluster.ascent_env(OMP_NUM_THREADS=str(threads))), f"ascent run ({tag})")
     ready = run.note_time("embedded Redis at") or 0.0
     submitted = run.note_time(f"run bench-{tag}:") or ready
     stopped = run.note_time("stopped the embedded") or run.wall
-    records = shard_records(store, f"bench-{tag}")
+    records = cluster.shard_records(store, f"bench-{tag}")
     items = sorted((i for r in records for i in r["items"]), key=lambda i: i["item_id"])
     return CliRun(
         n=n,
@@ -403,7 +181,7 @@ def pipeline_costs(image: np.ndarray, big_run: CliRun, small_run: CliRun) -> Pip
         Image.fromarray(image).save(buffer, format="PNG", compress_level=6)
         return buffer.getvalue()
 
-    settle()
+    quiet_for()
     enc = best_ms(lambda: encode_png(image), 20)
     enc_fast = best_ms(fast_png, 20)
     big = best_ms(lambda: collect(FileStore(big_run.store), big_run.run_id), 3)
@@ -440,29 +218,26 @@ class TaskOverhead:
         return self.handler_ms - self.kernel_ms
 
 
-TINY = {"model": "tiny", "size": 32, "max_iters": 1, "extra_iters": 0}
-
-
 def tiny_kernel_ms(image: np.ndarray, device: torch.device, repeat: int = 200) -> float:
     """Best time of the tiny fool call one task makes (1 image, 1 step), in-process."""
     from ascent.shared.kernels import fool
     from ascent.shared.models import load_classifier
     from ascent.shared.tensors import to_tensor
 
-    model = load_classifier(TINY["model"], weights=None, device=device)
+    model = load_classifier(cluster.TINY_MODEL, weights=None, device=device)
     x = to_tensor([image], device)  # as the handler builds it
 
     def call() -> None:
-        fool(model, x, TARGET_CLASS, max_iters=TINY["max_iters"], extra_iters=TINY["extra_iters"])
+        fool(model, x, common.TARGET_CLASS, **cluster.TINY_FOOL)
 
     for _ in range(10):
         call()
     best = float("inf")
     for _ in range(repeat):
-        sync(device)
+        common.sync(device)
         t = time.perf_counter()
         call()
-        sync(device)
+        common.sync(device)
         best = min(best, time.perf_counter() - t)
     return best * 1e3
 
@@ -496,64 +271,43 @@ def per_task_overhead(tmp: Path, n_tasks: int, threads: int, device: torch.devic
     from ascent.producer.embedded import Embedded
     from ascent.shared.settings import Settings
 
-    images, labels = small_images(max(n_tasks, 8), TINY["size"])
-    warm_npz = write_npz(tmp / "tiny-warm.npz", images[:8], labels[:8])
-    npz = write_npz(tmp / "tiny.npz", images[:n_tasks], labels[:n_tasks])
-    settle()
+    images, labels = cluster.small_images(max(n_tasks, 8), TINY_SIZE)
+    warm_npz = cluster.write_npz(tmp / "tiny-warm.npz", images[:8], labels[:8])
+    npz = cluster.write_npz(tmp / "tiny.npz", images[:n_tasks], labels[:n_tasks])
+    quiet_for()
     kernel_ms = tiny_kernel_ms(images[0], device)
     store_ms = store_ops_ms(tmp / "store-ops", images[0])
     store = tmp / "store-tasks"
     settings = Settings.from_env({"ASCENT_STORE": store.as_uri()})
-    env_before = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # the worker's thread pool, as in (a) and (b)
-    try:
-        with Embedded(settings, workers=1, loglevel="WARNING") as cluster:
-            env = ascent_env(OMP_NUM_THREADS=str(threads))
+    env = cluster.ascent_env(OMP_NUM_THREADS=str(threads))  # the worker's thread pool, as in (a) and (b)
+    with Embedded(settings, workers=1, loglevel="WARNING", env={"OMP_NUM_THREADS": str(threads)}) as local:
 
-            def submit(path: Path, run_id: str) -> ProcRun:
-                argv = [*ASCENT, "submit", "fool", "--images", str(path), "--target", str(TARGET_CLASS)]
-                argv += ["--model", TINY["model"], "--size", str(TINY["size"])]
-                argv += ["--max-iters", str(TINY["max_iters"]), "--extra-iters", str(TINY["extra_iters"])]
-                argv += ["--shard-size", "1", "--broker", cluster.broker_url, "--store", store.as_uri()]
-                return check(run_proc([*argv, "--run-id", run_id], env), f"ascent submit {run_id}")
+        def submit(path: Path, run_id: str) -> ProcRun:
+            return cluster.submit_tiny(path, run_id, TINY_SIZE, local.broker_url, store.as_uri(), env)
 
-            def wait_done(run_id: str, n: int) -> None:
-                folder = store / "runs" / run_id / "records"
-                deadline = time.monotonic() + 600
-                while len(list(folder.glob("*.json"))) < n:
-                    cluster.check_workers()
-                    if time.monotonic() > deadline:
-                        raise SystemExit(f"{run_id}: not complete after 600 s")
-                    time.sleep(0.05)
-
-            submit(warm_npz, "tasks-warm")  # the pool process loads the model and warms up
-            wait_done("tasks-warm", 8)
-            redis = RedisStats(cluster.broker_url)
-            procs = [w.proc.pid for w in cluster.workers]
-            assert cluster.redis is not None and cluster.redis.proc is not None
-            procs.append(cluster.redis.proc.pid)
-            settle()
-            busy0, _ = _proc_stat()
-            own0 = _own_cpu() + children_cpu() + tree_cpu(procs)
-            t0 = time.perf_counter()
-            before = redis.snapshot()
-            sub = submit(npz, "tasks")
-            wait_done("tasks", n_tasks)
-            after = redis.snapshot()
-            wall = time.perf_counter() - t0
-            busy1, _ = _proc_stat()
-            ours = _own_cpu() + children_cpu() + tree_cpu(procs) - own0
-            redis.close()
-            others = max(0.0, (busy1 - busy0) - ours) / (wall * cpus())
-    finally:
-        if env_before is None:
-            os.environ.pop("OMP_NUM_THREADS", None)
-        else:
-            os.environ["OMP_NUM_THREADS"] = env_before
-    settle()  # once more after the run: the best of both counts
+        submit(warm_npz, "tasks-warm")  # the pool process loads the model and warms up
+        cluster.wait_records(store, "tasks-warm", 8, alive=local.check_workers)
+        redis = RedisStats(local.broker_url)
+        procs = [w.proc.pid for w in local.workers]
+        assert local.redis is not None and local.redis.proc is not None
+        procs.append(local.redis.proc.pid)
+        quiet_for()
+        busy0, _ = common.proc_stat()
+        own0 = common.own_cpu() + cluster.children_cpu() + cluster.tree_cpu(procs)
+        t0 = time.perf_counter()
+        before = redis.snapshot()
+        sub = submit(npz, "tasks")
+        cluster.wait_records(store, "tasks", n_tasks, alive=local.check_workers)
+        after = redis.snapshot()
+        wall = time.perf_counter() - t0
+        busy1, _ = common.proc_stat()
+        ours = common.own_cpu() + cluster.children_cpu() + cluster.tree_cpu(procs) - own0
+        redis.close()
+        others = max(0.0, (busy1 - busy0) - ours) / (wall * cluster.cpus())
+    quiet_for()  # once more after the run: the best of both counts
     kernel_ms = min(kernel_ms, tiny_kernel_ms(images[0], device))
     store_ms = min(store_ms, store_ops_ms(tmp / "store-ops-2", images[0]))
-    records = shard_records(store, "tasks")
+    records = cluster.shard_records(store, "tasks")
     # Steady state: skip the tasks that overlapped the submitting process.
     skip = min(max(5, n_tasks // 10), n_tasks - 2)
     window = records[skip:]
@@ -588,7 +342,7 @@ def shares(values: Sequence[float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     global QUIET_WAIT
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = common.base_parser(__doc__.splitlines()[0], quiet_wait=300.0)
     parser.add_argument("--threads", type=int, default=None, help="OMP/torch threads (default: the CPUs)")
     parser.add_argument("--trials", type=int, default=3, help="interleaved trials, best kept (default 3)")
     parser.add_argument("--retries", type=int, default=3, help="extra tries of a disturbed segment (default 3)")
@@ -596,20 +350,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=None, help="images in the big run (25; --full 1000)")
     parser.add_argument("--shard-sizes", default=None, help="comma-separated (default 16,<big>)")
     parser.add_argument("--tasks", type=int, default=120, help="tiny tasks for the per-task overhead")
-    parser.add_argument("--quiet-wait", type=float, default=300.0, help="max seconds to wait for a quiet CPU")
     args = parser.parse_args(argv)
     QUIET_WAIT = args.quiet_wait
-    device = pick_device(args.device)
-    threads = args.threads or cpus()
+    device = common.pick_device(args.device)
+    threads = args.threads or cluster.cpus()
     torch.set_num_threads(threads)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     small = args.small or (200 if args.full else 5)
     big = args.big or (1000 if args.full else 25)
     sizes = list(dict.fromkeys(int(v) for v in args.shard_sizes.split(","))) if args.shard_sizes else [16, big]
-    report = Report(
+    report = common.Report(
         bench="queue",
         title=f"the queue is nearly free: `ascent run fool` {big} vs {small} images, per-task overhead",
-        env=environment(device),
+        env=common.environment(device),
         settings={
             "small": small,
             "big": big,
@@ -629,14 +382,14 @@ def main(argv: list[str] | None = None) -> int:
     from ascent.shared.kernels import fool
     from ascent.shared.tensors import to_tensor
 
-    x_u8, y = val25_uint8()
+    x_u8, y = cluster.val25_uint8()
     reps = -(-big // len(x_u8))
     x_u8, y = np.tile(x_u8, (reps, 1, 1, 1))[:big], np.tile(y, reps)[:big]
     layouts = {"handler": to_tensor([resize_center_crop(a, 224) for a in x_u8], device)}
     layouts["nchw"] = layouts["handler"].contiguous()
-    model = load_model(device)
+    model = common.load_model(device)
     for x in layouts.values():
-        fool(model, x[:2], TARGET_CLASS, max_iters=3)  # warm-up (oneDNN primitives, allocator)
+        fool(model, x[:2], common.TARGET_CLASS, max_iters=3)  # warm-up (oneDNN primitives, allocator)
 
     # In-process segments: (layout, images, shard size or None = one call).
     segments = [(lay, n, None) for lay in layouts for n in (small, big)]
@@ -652,8 +405,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ascent-bench-queue-") as tmp_name:
         tmp = Path(tmp_name)
         npz = {
-            small: write_npz(tmp / f"val{small}.npz", x_u8[:small], y[:small]),
-            big: write_npz(tmp / f"val{big}.npz", x_u8, y),
+            small: cluster.write_npz(tmp / f"val{small}.npz", x_u8[:small], y[:small]),
+            big: cluster.write_npz(tmp / f"val{big}.npz", x_u8, y),
         }
         for trial in range(args.trials):
             for seg in segments:
@@ -663,24 +416,24 @@ def main(argv: list[str] | None = None) -> int:
                     inproc.setdefault(seg, []).append((wall, others))
                     iters[seg], calls[seg] = its, batches
                     what = f"in-process fool ({lay}) on {n}" + (f" in shards of {shard}" if shard else "")
-                    log(f"trial {trial}: {what}: {wall:.2f} s, {others:.0%} others")
+                    common.log(f"trial {trial}: {what}: {wall:.2f} s, {others:.0%} others")
                     if others <= DISTURBED:
                         break
             for n, s in runs:
                 for attempt in range(1 + args.retries):
                     r = cli_run(npz[n], n, s, tmp, f"t{trial}-n{n}-s{s}-a{attempt}", threads)
                     cli.setdefault((n, s), []).append(r)
-                    log(
+                    common.log(
                         f"trial {trial}: ascent run on {n}, shard size {s}: {r.wall:.2f} s "
                         f"(start-up {r.startup:.1f}, submit {r.submit:.1f}, wait {r.wait:.1f}, "
                         f"collect {r.collect:.2f}; worker {r.worker_seconds:.2f} s; others {r.others:.0%})"
                     )
                     if r.others <= DISTURBED:
                         break
-        log("pipeline work per image outside the kernel: PNG encoding, the collector")
+        common.log("pipeline work per image outside the kernel: PNG encoding, the collector")
         one_batch = max(sizes)
         costs = pipeline_costs(x_u8[0], cli[(big, one_batch)][-1], cli[runs[0]][-1])
-        log("per-task overhead: tiny tasks through the embedded Redis and one worker")
+        common.log("per-task overhead: tiny tasks through the embedded Redis and one worker")
         task = per_task_overhead(tmp, args.tasks, threads, device)
 
     # ---- (a) and (b): marginal cost per image
@@ -782,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
         "same per-image iterations in-process (handler's tensor) and through the queue",
         "yes" if same_iters else "NO",
     )
-    report.metric("peak memory (this process)", ", ".join(f"{k} {fmt(v)}" for k, v in peak_memory(device).items()))
+    report.metric(
+        "peak memory (this process)", ", ".join(f"{k} {common.fmt(v)}" for k, v in common.peak_memory(device).items())
+    )
     for (n, shard_size), runs_ in sorted(cli.items()):
         if n != big:
             continue
@@ -796,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     report.tables.append(
-        Table(
+        common.Table(
             "marginal cost per image (ms): (T_big − T_small) / (big − small), best of the trials",
             [
                 "shard size",
@@ -813,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     report.tables.append(
-        Table(
+        common.Table(
             "runs (best wall of the trials; s). ascent run: start-up = spawn → Redis and worker ready (input "
             "enumeration included); submit = → tasks enqueued; wait = → every item recorded and the "
             "cluster stopped; collect = → summary, report.html, exit; worker = Σ shard handler time",
@@ -834,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     report.tables.append(
-        Table(
+        common.Table(
             "the kernel's forward+backward calls by batch size as the network sees it (in-process, handler's "
             "tensor; a lone image is padded to 2 on the CPU, so a call at batch 2 may carry one image)",
             ["images", "shard size", "calls", "calls at batch ≤ 2", "image-passes", "calls by batch size"],
@@ -854,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     report.tables.append(
-        Table(
+        common.Table(
             "per-image work outside the kernel, in-process (ms; best of several)",
             [
                 "PNG encode 224 px (the store's encode_png)",
@@ -877,9 +632,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     report.tables.append(
-        Table(
-            f"per-task overhead: {task.tasks} tasks of one {TINY['size']}×{TINY['size']} image (model tiny, "
-            f"fool {TINY['max_iters']} step), 1 worker; steady state over the last {task.window} (ms)",
+        common.Table(
+            f"per-task overhead: {task.tasks} tasks of one {TINY_SIZE}×{TINY_SIZE} image (model tiny, "
+            f"fool {cluster.TINY_FOOL['max_iters']} step), 1 worker; steady state over the last {task.window} (ms)",
             [
                 "cycle per task",
                 "handler (records)",
@@ -906,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.notes.append(
         f"Redis during the {task.tasks} tiny tasks (submit included): {rd['calls']} commands "
-        f"({rd['calls'] / task.tasks:.1f}/task; most frequent per task: {top_commands(rd, task.tasks)}), "
+        f"({rd['calls'] / task.tasks:.1f}/task; most frequent per task: {cluster.top_commands(rd, task.tasks)}), "
         f"{rd['usec'] / task.tasks:.0f} µs/task inside commands, {rd['cpu'] / task.tasks * 1e6:.0f} µs/task "
         f"of server CPU (user+sys, I/O included) over {rd['seconds']:.1f} s"
     )
@@ -925,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if device.type != "cuda":
         report.notes.append("No GPU in this run: the --full (GPU) sizes were not measured.")
-    finish(report, args)
+    common.finish(report, args)
     return 0
 
 

@@ -7,7 +7,8 @@ system adds. One local Redis (``producer.embedded.LocalRedis``) and a ``file://`
 folder serve every configuration. For each N in ``--workers`` (1, 2, 4, 8, 16):
 
 - one ``ascent worker --concurrency N`` process (N prefork pool processes: the memory of one torch
-  import shared copy-on-write, instead of N separate interpreters), ``OMP_NUM_THREADS=1``;
+  import shared copy-on-write, instead of N separate interpreters), ``OMP_NUM_THREADS=1``, started
+  and stopped through ``producer.embedded`` (``bench.cluster.PoolCluster``, lent the one Redis);
 - a warm-up run of N tasks (every pool process loads the model once), then the timed run:
   ``ascent submit`` of ``--rounds`` × N shards of one image (shard size 1), then
   ``ascent collect RUN --wait``;
@@ -28,6 +29,7 @@ feed at realistic GPU shard times (``--shard-times``, default 0.5, 2 and 10 s pe
 
 from __future__ import annotations
 
+import math
 import statistics
 import subprocess
 import sys
@@ -37,39 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # `python bench/bench_scaleout.py`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-from bench.bench_queue import (
-    ASCENT,
-    TARGET_CLASS,
-    RedisStats,
-    ascent_env,
-    check,
-    run_proc,
-    shard_records,
-    small_images,
-    top_commands,
-    tree_cpu,
-    write_npz,
-)
-from bench.common import (
-    REPO,
-    Report,
-    Table,
-    _proc_stat,
-    base_parser,
-    environment,
-    finish,
-    fmt,
-    log,
-    pick_device,
-    wait_for_quiet,
-)
+from ascent.producer.embedded import LocalRedis
+from bench import cluster, common
+from bench.cluster import RedisStats
 
 SIZE = 16  # image side: the real kernel costs a few ms
-KERNEL_ARGS = ["--model", "tiny", "--size", str(SIZE), "--max-iters", "1", "--extra-iters", "0"]
 
 
 @dataclass
@@ -107,20 +81,11 @@ class Config:
         return self.makespan * self.workers / self.tasks - self.sleep
 
 
-def pool_processes(pid: int) -> list[Any]:
-    import psutil
-
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
 def pss_mib(pid: int) -> float:
     import psutil
 
     total = 0
-    for proc in [psutil.Process(pid), *pool_processes(pid)]:
+    for proc in [psutil.Process(pid), *cluster.pool_processes(pid)]:
         try:
             info = proc.memory_full_info()
             total += getattr(info, "pss", info.rss)
@@ -129,111 +94,72 @@ def pss_mib(pid: int) -> float:
     return total / 2**20
 
 
-def wait_ready(app: Any, name: str, proc: subprocess.Popen[bytes], n: int, log_path: Path) -> None:
-    """Until the worker answers a ping and has its ``n`` pool processes."""
-    deadline = time.monotonic() + 180
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"worker {name} exited {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        replies = app.control.ping(timeout=0.5) or []
-        nodes = {node.split("@", 1)[0] for reply in replies for node in reply}
-        if name in nodes and len(pool_processes(proc.pid)) >= n:
-            return
-        if time.monotonic() > deadline:
-            raise SystemExit(f"worker {name} not ready after 180 s:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
-def wait_records(store: Path, run_id: str, n: int, timeout: float = 600) -> None:
-    folder = store / "runs" / run_id / "records"
-    deadline = time.monotonic() + timeout
-    while len(list(folder.glob("*.json"))) < n:
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{run_id}: {n} records not written after {timeout:.0f} s")
-        time.sleep(0.05)
-
-
 def run_config(
     n: int,
     rounds: int,
     sleep: float,
     idle: float,
-    broker: str,
+    server: LocalRedis,
     tmp: Path,
     images: Any,
     labels: Any,
     quiet_wait: float = 60.0,
 ) -> Config:
-    from ascent.producer.embedded import stop_groups
-    from ascent.shared.queue import create_app
+    """One configuration on the running Redis ``server``: a worker with ``n`` pool processes, a warm-up
+    run of ``n`` tasks, the timed run of ``rounds`` × ``n`` tasks, then ``idle`` seconds of Redis's load
+    with the worker idle."""
     from ascent.shared.settings import Settings
 
     store = tmp / "store"
     tasks = rounds * n
-    warm_npz = write_npz(tmp / f"warm-{n}.npz", images[:n], labels[:n])
-    npz = write_npz(tmp / f"tasks-{n}.npz", images[:tasks], labels[:tasks])
-    env = ascent_env(ASCENT_FAULT_INJECT=f"sleep:*:{sleep:g}", OMP_NUM_THREADS="1")
-    name = f"scale{n}"
-    log_path = tmp / f"worker-{n}.log"
-    argv = [*ASCENT, "worker", "--concurrency", str(n), "-n", f"{name}@%h", "--loglevel", "WARNING"]
-    argv += ["--broker", broker, "--store", store.as_uri()]
-    with open(log_path, "ab") as fh:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-            start_new_session=True,
-        )  # fmt: skip
-    app = create_app(Settings.from_env({"ASCENT_BROKER_URL": broker, "ASCENT_STORE": store.as_uri()}))
-    redis = RedisStats(broker)
-    try:
-        wait_ready(app, name, proc, n, log_path)
-        submit_env = ascent_env(OMP_NUM_THREADS="1")
+    warm_npz = cluster.write_npz(tmp / f"warm-{n}.npz", images[:n], labels[:n])
+    npz = cluster.write_npz(tmp / f"tasks-{n}.npz", images[:tasks], labels[:tasks])
+    settings = Settings.from_env({"ASCENT_STORE": store.as_uri()})
+    env = {"ASCENT_FAULT_INJECT": f"sleep:*:{sleep:g}", "OMP_NUM_THREADS": "1"}
+    submit_env = cluster.ascent_env(OMP_NUM_THREADS="1")
+    local = cluster.PoolCluster(settings, n, f"scale{n}", redis=cluster.lent(server), env=env, loglevel="WARNING")
+    with local:
+        pid = local.pid
+        broker = local.broker_url
 
-        def submit(path: Path, run_id: str) -> Any:
-            cmd = [
-                *ASCENT,
-                "submit",
-                "fool",
-                "--images",
-                str(path),
-                "--target",
-                str(TARGET_CLASS),
-                *KERNEL_ARGS,
-            ]
-            cmd += ["--shard-size", "1", "--broker", broker, "--store", store.as_uri(), "--run-id", run_id]
-            return check(run_proc(cmd, submit_env), f"ascent submit {run_id}")
+        def submit(path: Path, run_id: str) -> cluster.ProcRun:
+            return cluster.submit_tiny(path, run_id, SIZE, broker, store.as_uri(), submit_env)
 
-        submit(warm_npz, f"warm-{n}")
-        wait_records(store, f"warm-{n}", n)
-        time.sleep(0.5)  # let the warm-up's acks and events settle
+        def pool_cpu() -> float:
+            return sum(cluster.tree_cpu([c.pid]) for c in cluster.pool_processes(pid))
 
-        run_id = f"scale-{n}"
-        wait_for_quiet(max_wait=quiet_wait)
-        busy0, total0 = _proc_stat()
-        main0 = tree_cpu([proc.pid]) - sum(tree_cpu([c.pid]) for c in pool_processes(proc.pid))
-        pool0 = sum(tree_cpu([c.pid]) for c in pool_processes(proc.pid))
-        before = redis.snapshot()
-        t0 = time.perf_counter()
-        sub = submit(npz, run_id)
-        collect_cmd = [*ASCENT, "collect", run_id, "--wait", "--timeout", "600", "--store", store.as_uri()]
-        check(run_proc(collect_cmd, submit_env), f"ascent collect {run_id}")
-        wall = time.perf_counter() - t0
-        after = redis.snapshot()
-        busy1, total1 = _proc_stat()
-        pool1 = sum(tree_cpu([c.pid]) for c in pool_processes(proc.pid))
-        main1 = tree_cpu([proc.pid]) - pool1
-        memory = pss_mib(proc.pid)
+        redis = RedisStats(broker)
+        try:
+            submit(warm_npz, f"warm-{n}")
+            cluster.wait_records(store, f"warm-{n}", n, alive=local.check_workers)
+            time.sleep(0.5)  # let the warm-up's acks and events settle
 
-        time.sleep(0.5)
-        idle0 = redis.snapshot()
-        time.sleep(idle)
-        idle1 = redis.snapshot()
-        idle_delta = RedisStats.delta(idle0, idle1)
-    finally:
-        redis.close()
-        app.close()
-        stop_groups([proc], grace=10.0)
+            run_id = f"scale-{n}"
+            common.wait_for_quiet(max_wait=quiet_wait)
+            busy0, total0 = common.proc_stat()
+            pool0 = pool_cpu()
+            main0 = cluster.tree_cpu([pid]) - pool0
+            before = redis.snapshot()
+            t0 = time.perf_counter()
+            sub = submit(npz, run_id)
+            collect_cmd = [*cluster.ASCENT, "collect", run_id, "--wait", "--timeout", "600", "--store", store.as_uri()]
+            cluster.check(cluster.run_proc(collect_cmd, submit_env), f"ascent collect {run_id}")
+            wall = time.perf_counter() - t0
+            after = redis.snapshot()
+            busy1, total1 = common.proc_stat()
+            pool1 = pool_cpu()
+            main1 = cluster.tree_cpu([pid]) - pool1
+            memory = pss_mib(pid)
 
-    records = shard_records(store, run_id)
+            time.sleep(0.5)
+            idle0 = redis.snapshot()
+            time.sleep(idle)
+            idle1 = redis.snapshot()
+            idle_delta = RedisStats.delta(idle0, idle1)
+        finally:
+            redis.close()
+
+    records = cluster.shard_records(store, run_id)
     if len(records) != tasks:
         raise SystemExit(f"{run_id}: {len(records)} records for {tasks} tasks")
     starts = [r["written_at"] - r["seconds"] for r in records]
@@ -283,24 +209,21 @@ def redis_benchmark(port: int | None, requests: int = 20000) -> dict[str, float]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ascent.producer.embedded import LocalRedis
-
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = common.base_parser(__doc__.splitlines()[0], quiet_wait=60.0)
     parser.add_argument("--workers", default="1,2,4,8,16", help="pool sizes (default %(default)s)")
     parser.add_argument("--sleep", type=float, default=1.0, help="seconds each shard sleeps (default 1.0)")
     parser.add_argument("--rounds", type=int, default=4, help="tasks per configuration = rounds × N (default 4)")
     parser.add_argument("--idle", type=float, default=3.0, help="seconds of idle Redis load measured per config")
     parser.add_argument("--shard-times", default="0.5,2,10", help="GPU seconds per shard for the estimate")
-    parser.add_argument("--quiet-wait", type=float, default=60.0, help="max seconds to wait for a quiet CPU")
     args = parser.parse_args(argv)
-    device = pick_device(args.device)
+    device = common.pick_device(args.device)
     counts = [int(v) for v in args.workers.split(",")]
     shard_times = [float(v) for v in args.shard_times.split(",")]
-    report = Report(
+    report = common.Report(
         bench="scaleout",
         title=f"scale-out by simulation: a {args.sleep:g} s sleeping kernel, "
         f"{counts[0]}–{counts[-1]} workers, one Redis",
-        env=environment(device),
+        env=common.environment(device),
         settings={
             "sleep_s": args.sleep,
             "tasks": f"{args.rounds}×N",
@@ -311,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             "OMP_NUM_THREADS": 1,
         },
     )
-    images, labels = small_images(args.rounds * max(counts), SIZE)
+    images, labels = cluster.small_images(args.rounds * max(counts), SIZE)
     results: list[Config] = []
     with tempfile.TemporaryDirectory(prefix="ascent-bench-scaleout-") as tmp_name:
         tmp = Path(tmp_name)
@@ -330,14 +253,14 @@ def main(argv: list[str] | None = None) -> int:
                     args.rounds,
                     args.sleep,
                     args.idle,
-                    redis_server.url,
+                    redis_server,
                     tmp,
                     images,
                     labels,
                     args.quiet_wait,
                 )
                 results.append(c)
-                log(
+                common.log(
                     f"N={n}: {c.tasks} tasks, makespan {c.makespan:.2f} s, {c.throughput:.2f} tasks/s, "
                     f"overhead {c.overhead_per_task * 1e3:.0f} ms/task, machine busy {c.machine_busy:.0%} "
                     f"({time.perf_counter() - started:.0f} s with start-up)"
@@ -394,20 +317,21 @@ def main(argv: list[str] | None = None) -> int:
     tasks_all = sum(c.tasks for c in results)
     c_task = sum(c.redis_cpu_per_task * c.tasks for c in results) / tasks_all
     c_idle = max(0.0, base.redis_idle_cpu_per_s - baseline)  # one idle worker process, Redis's own cron off
-    capacity = {t: 1.0 / (c_task / t + c_idle) for t in shard_times}
+    # A run of a few tasks can net 0 (below the counters' tick): report it rather than divide by it.
+    capacity = {t: 1.0 / (c_task / t + c_idle) if c_task / t + c_idle > 0 else math.inf for t in shard_times}
+    per_core = f"{1 / c_task:,.0f} tasks/s per Redis core" if c_task > 0 else "below the counters' resolution"
     report.metric(
         "Redis server CPU per task (broker overhead)",
         f"{c_task * 1e6:.0f} µs (all {tasks_all} tasks; {top.redis['calls'] / top.tasks:.1f} commands and "
-        f"{top.redis['usec'] / top.tasks:.0f} µs inside them at N={top.workers}) → "
-        f"{1 / c_task:,.0f} tasks/s per Redis core",
+        f"{top.redis['usec'] / top.tasks:.0f} µs inside them at N={top.workers}) → {per_core}",
     )
     report.metric(
         "workers one Redis core can feed (100% busy; halve for headroom)",
-        ", ".join(f"{fmt(w)} at {t:g} s/shard" for t, w in capacity.items()),
+        ", ".join(f"{common.fmt(w)} at {t:g} s/shard" for t, w in capacity.items()),
         "write down",
     )
     report.tables.append(
-        Table(
+        common.Table(
             "per configuration (ms per task unless said; Redis figures per task; PSS = worker main + pool)",
             [
                 "N",
@@ -432,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     report.notes.append(
         f"Redis commands per task at N={top.workers} (submit, delivery, ack, events; most frequent): "
-        f"{top_commands(top.redis, top.tasks, 8)}"
+        f"{cluster.top_commands(top.redis, top.tasks, 8)}"
     )
     report.notes.append(
         f"Redis with no client: {baseline * 1e6:.0f} µs of CPU per second (its cron); 'Redis CPU µs net' = "
@@ -469,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         "writes); 'outside handler' = the rest (Celery receive/ack, Redis, the record write, waiting for a "
         "core); 'worker CPU' = main + pool processes' CPU per task"
     )
-    finish(report, args)
+    common.finish(report, args)
     return 0
 
 

@@ -18,35 +18,12 @@ iterations/s at 512 px reported (peers: neural-style-pt about 22 it/s at 512 px 
 
 from __future__ import annotations
 
-import sys
-import time
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 
-from bench.common import (
-    Report,
-    Table,
-    Timing,
-    base_parser,
-    best_time,
-    environment,
-    finish,
-    fmt,
-    load_model,
-    load_style_image,
-    load_val25,
-    log,
-    measure,
-    peak_memory,
-    pick_device,
-    profile_table,
-    wait_for_quiet,
-)
+from bench import common
 
 PRESET = dict(
     content_layer=3,
@@ -67,7 +44,7 @@ def stack_pass_time(model, x: torch.Tensor, upto: int, device, repeat: int) -> f
         feats = model.features_normalized(xa, upto=upto)
         torch.autograd.grad(feats[-1].sum(), xa)
 
-    return best_time(once, device, repeat=repeat)
+    return common.best_time(once, device, repeat=repeat)
 
 
 def raw_stack_pass_time(model, x: torch.Tensor, upto: int, device, repeat: int) -> float:
@@ -81,100 +58,78 @@ def raw_stack_pass_time(model, x: torch.Tensor, upto: int, device, repeat: int) 
             out = module(out)
         torch.autograd.grad(out.sum(), xa)
 
-    return best_time(once, device, repeat=repeat)
+    return common.best_time(once, device, repeat=repeat)
 
 
-def main(argv: list[str] | None = None) -> Report:
-    parser = base_parser(__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> common.Report:
+    parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="content images per batch (default 8)")
     parser.add_argument("--iters", type=int, default=None, help="iterations (CPU 20, GPU 200)")
     parser.add_argument("--sizes", default=None, help="comma-separated sizes (CPU 192; --full: 192,512)")
     parser.add_argument("--style", default="composition_vii.jpg")
     parser.add_argument("--pass-repeat", type=int, default=3)
-    parser.add_argument("--quiet-wait", type=float, default=None)
     parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler run")
     args = parser.parse_args(argv)
 
     from ascent.shared.kernels import style_transfer
 
-    device = pick_device(args.device)
+    device = common.pick_device(args.device)
     gpu = device.type == "cuda"
     iters = args.iters or (200 if gpu else 20)
     if args.sizes:
         sizes = [int(s) for s in args.sizes.split(",")]
     else:
         sizes = [192, 512] if (gpu and args.full) else [192]
-    quiet = (0.0 if gpu else 60.0) if args.quiet_wait is None else args.quiet_wait
+    quiet = common.quiet_seconds(args, device)
 
-    def settle() -> None:
-        if quiet > 0:
-            wait_for_quiet(max_wait=quiet)
-
-    model = load_model(device)
-    style = load_style_image(args.style, STYLE_SIZE).to(device)
-    val, _ = load_val25(device)
+    model = common.load_model(device)
+    style = common.load_style_image(args.style, STYLE_SIZE).to(device)
+    val, _ = common.load_val25(device)
     n = args.n
     upto = max(PRESET["content_layer"], *PRESET["style_layers"])
 
     def run(content: torch.Tensor, k: int):
         return style_transfer(model, content, style, iters=k, decay_at=int(0.9 * k), **PRESET)
 
-    def timed_run_once(content: torch.Tensor) -> tuple[Timing, float]:
+    def timed_run_once(content: torch.Tensor) -> tuple[common.Timing, float]:
         """(timing of one run of ``iters`` iterations, seconds per iteration). CPU: from timestamps of
         the loop's grad-enabled calls of stack[0] (synchronous, set-up excluded); GPU: (wall(I) −
         wall(1)) / (I − 1), which adds no synchronisation inside the loop."""
-        stamps: list[float] = []
-
-        def hook(module, inputs):
-            if torch.is_grad_enabled():
-                stamps.append(time.perf_counter())
-
-        handle = model.stack[0].register_forward_pre_hook(hook) if not gpu else None
-        try:
-            full = measure(lambda: run(content, iters), device)
-        finally:
-            if handle is not None:
-                handle.remove()
-        if not gpu and len(stamps) >= 2:
-            return full, (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-        one = measure(lambda: run(content, 1), device)
+        with common.calls_of(model.stack[0]) if not gpu else nullcontext([]) as calls:
+            full = common.measure(lambda: run(content, iters), device)
+        per_iteration = common.seconds_per_iteration(calls)
+        if per_iteration is not None:
+            return full, per_iteration
+        one = common.measure(lambda: run(content, 1), device)
         return full, (full.wall - one.wall) / max(1, iters - 1)
 
-    def timed_run(content: torch.Tensor) -> tuple[Timing, float]:
+    def timed_run(content: torch.Tensor) -> tuple[common.Timing, float]:
         """timed_run_once on a shared CPU: wait for quiet, re-run (≤ 4 times) while other processes
         took > 10 % of the CPU; the fastest run is kept."""
-        best: tuple[Timing, float] | None = None
-        for _ in range(4 if quiet > 0 else 1):
-            if quiet > 0:
-                wait_for_quiet(max_wait=quiet)
-            got = timed_run_once(content)
-            if best is None or got[0].wall < best[0].wall:
-                best = got
-            if got[0].others <= 0.10:
-                break
-        assert best is not None
-        return best
+        return common.settled(
+            lambda: timed_run_once(content), quiet, wall=lambda got: got[0].wall, others=lambda got: got[0].others
+        )
 
-    report = Report(
+    report = common.Report(
         bench="style",
         title=f"style transfer: {n} content images, one style, {iters} iterations",
-        env=environment(device),
+        env=common.environment(device),
         settings={"n": n, "iters": iters, "style": f"{args.style}@{STYLE_SIZE}", "sizes": sizes},
     )
     rows = []
     for size in sizes:
         content = F.interpolate(val[:n], size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-        log(f"style {size}px: warm-up ...")
+        common.log(f"style {size}px: warm-up ...")
         run(content[:1], 2)
         run(content, 2)
         batched, per_it_b = timed_run(content)
-        log(f"  batched {n}: {batched.wall:.2f}s (others {batched.others:.0%})")
+        common.log(f"  batched {n}: {batched.wall:.2f}s (others {batched.others:.0%})")
         seq = [timed_run(content[i : i + 1]) for i in range(n)]
         seq_wall = sum(t.wall for t, _ in seq)
         others_seq = sum(t.others * t.wall for t, _ in seq) / seq_wall
         per_it_1 = min(p for _, p in seq)
-        log(f"  sequential {n}×1: {seq_wall:.2f}s (others {others_seq:.0%})")
-        settle()
+        common.log(f"  sequential {n}×1: {seq_wall:.2f}s (others {others_seq:.0%})")
+        common.settle(quiet)
         floor_b = stack_pass_time(model, content, upto, device, args.pass_repeat)
         floor_1 = stack_pass_time(model, content[:1], upto, device, args.pass_repeat)
         raw_1 = raw_stack_pass_time(model, content[:1], upto, device, args.pass_repeat)
@@ -206,7 +161,7 @@ def main(argv: list[str] | None = None) -> Report:
         )
         if not args.no_profile:
             report.tables.append(
-                profile_table(
+                common.profile_table(
                     lambda c=content: run(c, min(iters, 10)),
                     device,
                     f"{size}px batched {n}, {min(iters, 10)} iterations",
@@ -238,7 +193,7 @@ def main(argv: list[str] | None = None) -> Report:
         "the sequential per-iteration time is from its fastest run."
     )
     report.tables.append(
-        Table(
+        common.Table(
             f"style transfer, {n} content images, {iters} iterations",
             [
                 "px",
@@ -260,9 +215,9 @@ def main(argv: list[str] | None = None) -> Report:
             rows,
         )
     )
-    mem = peak_memory(device)
-    report.metric("peak memory", ", ".join(f"{key} {fmt(v)}" for key, v in mem.items()))
-    return finish(report, args)
+    mem = common.peak_memory(device)
+    report.metric("peak memory", ", ".join(f"{key} {common.fmt(v)}" for key, v in mem.items()))
+    return common.finish(report, args)
 
 
 if __name__ == "__main__":

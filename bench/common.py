@@ -1,14 +1,22 @@
-"""What every benchmark shares: device, assets, the val25 images, timers, and the results writer.
+"""The benchmark harness: device, assets, timers on a shared machine, and the results writer.
 
-Runs unchanged on torch 2.11+ (CPU or CUDA): nothing here needs a newer feature.
+Runs unchanged on torch 2.11+ (CPU or CUDA): nothing here needs a newer feature. Benchmarks run as
+``python -m bench.<name>`` from the repository root, with ``ascent`` installed in the environment.
 
 - ``pick_device``: CUDA when present (or ``--device``), else the CPU.
 - ``assets_dir``: ``$ASCENT_ASSETS``, default ``../shared/assets`` beside the repository (never copied in).
+- ``load_model`` / ``raw_network``: SqueezeNet 1.1 with the shared weights, as the kernels see it (a
+  Classifier) and as a user holds it (the plain torchvision network).
 - ``load_val25``: the 25 ImageNet validation images of the reference as N×3×224×224 floats in [0, 1],
   optionally tiled ``repeat`` times (a larger set of the same images, for the GPU).
-- ``best_time``: warm-up, then best of k wall times, with ``torch.cuda.synchronize`` around each on a GPU.
-- ``Report``: summary metrics (with target and met/missed) plus detail tables; ``record`` appends a
-  dated section (device, torch, threads, commit) to bench/RESULTS.md and ``print_report`` prints it.
+- ``best_time`` / ``best_times``: warm-up, then best of k wall times (``best_times`` round-robin over
+  several functions), with ``torch.cuda.synchronize`` around each on a GPU.
+- ``measure``, ``settled``, ``interleaved``: one timed call with the CPU share other processes took
+  meanwhile; re-run while they disturbed it; best of trials over several runs in turn.
+- ``calls_of``: every call of a module inside a block (batch size, gradients on, start time).
+- ``Report``: summary metrics (with target and met/missed) plus detail tables; ``finish`` prints it,
+  appends a dated section (device, torch, threads, commit) to bench/RESULTS.md unless ``--no-record``,
+  and writes the summary JSON for run_all (``--json``).
 """
 
 from __future__ import annotations
@@ -16,16 +24,18 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -33,8 +43,6 @@ import torch
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 RESULTS = BENCH / "RESULTS.md"
-if str(REPO) not in sys.path:  # `python bench/bench_fool.py` as well as `python -m bench.bench_fool`
-    sys.path.insert(0, str(REPO))
 
 TARGET_CLASS = 6  # stingray, the notebook's fooling target
 WEIGHTS_NAME = "squeezenet1_1_fp16_from_ncnn.pth"
@@ -69,6 +77,18 @@ def load_model(device: torch.device):
     return load_classifier("squeezenet1_1", weights=weights_path(), device=device)
 
 
+def raw_network(device: torch.device) -> torch.nn.Module:
+    """The torchvision SqueezeNet 1.1 itself with the same weights: no wrapper, no padding, NCHW
+    (the baseline loop and the peers attack the network as its users hold it)."""
+    import torchvision
+
+    net = torchvision.models.squeezenet1_1(weights=None)
+    net.load_state_dict(torch.load(weights_path(), map_location="cpu", weights_only=True))
+    net.eval()
+    net.requires_grad_(False)
+    return net.to(device)
+
+
 def load_val25(device: torch.device, repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """(images N×3×224×224 float in [0, 1], labels N) with N = 25·repeat (the 25 tiled in order)."""
     path = assets_dir() / "cs231n" / "datasets" / "imagenet_val_25.npz"
@@ -96,6 +116,9 @@ def load_style_image(name: str, size: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- timing
 
+T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
+
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
@@ -119,6 +142,18 @@ def best_time(fn: Callable[[], Any], device: torch.device, repeat: int = 3, warm
     return min(timed(fn, device)[0] for _ in range(max(1, repeat)))
 
 
+def best_times(fns: Mapping[K, Callable[[], Any]], device: torch.device, repeat: int) -> dict[K, float]:
+    """Best of ``repeat`` timings per function, measured round-robin (load on a shared machine hits
+    every function alike rather than a few), each after one warm-up call."""
+    for fn in fns.values():
+        fn()
+    best = {key: math.inf for key in fns}
+    for _ in range(max(1, repeat)):
+        for key, fn in fns.items():
+            best[key] = min(best[key], timed(fn, device)[0])
+    return best
+
+
 @dataclass
 class Timing:
     wall: float
@@ -126,7 +161,7 @@ class Timing:
     out: Any = None
 
 
-def _proc_stat() -> tuple[float, float]:
+def proc_stat() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     try:
         values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
@@ -137,7 +172,8 @@ def _proc_stat() -> tuple[float, float]:
     return (sum(values) - idle) / tick, sum(values) / tick
 
 
-def _own_cpu() -> float:
+def own_cpu() -> float:
+    """CPU seconds (user + sys) this process has used."""
     t = os.times()
     return t.user + t.system
 
@@ -145,11 +181,11 @@ def _own_cpu() -> float:
 def measure(fn: Callable[[], Any], device: torch.device) -> Timing:
     """Wall time of one call plus how busy *other* processes kept the CPU meanwhile (shared machines:
     a figure taken while others ran tests is marked by it)."""
-    busy0, _ = _proc_stat()
-    own0 = _own_cpu()
+    busy0, _ = proc_stat()
+    own0 = own_cpu()
     wall, out = timed(fn, device)
-    busy1, _ = _proc_stat()
-    others = max(0.0, (busy1 - busy0) - (_own_cpu() - own0)) / (wall * (os.cpu_count() or 1))
+    busy1, _ = proc_stat()
+    others = max(0.0, (busy1 - busy0) - (own_cpu() - own0)) / (wall * (os.cpu_count() or 1))
     return Timing(wall, min(1.0, others), out)
 
 
@@ -158,32 +194,113 @@ def wait_for_quiet(threshold: float = 0.25, max_wait: float = 60.0) -> float:
     ``threshold`` of the CPU over a 1 s window; returns the share last seen."""
     deadline = time.monotonic() + max_wait
     while True:
-        busy0, total0 = _proc_stat()
-        own0 = _own_cpu()
+        busy0, total0 = proc_stat()
+        own0 = own_cpu()
         time.sleep(1.0)
-        busy1, total1 = _proc_stat()
-        share = max(0.0, (busy1 - busy0) - (_own_cpu() - own0)) / max(1e-9, total1 - total0)
+        busy1, total1 = proc_stat()
+        share = max(0.0, (busy1 - busy0) - (own_cpu() - own0)) / max(1e-9, total1 - total0)
         if share < threshold or time.monotonic() > deadline:
             return share
+
+
+def settle(max_wait: float) -> None:
+    """``wait_for_quiet`` up to ``max_wait`` s before a timed segment; nothing when it is 0 (a GPU,
+    or ``--quiet-wait 0``)."""
+    if max_wait > 0:
+        wait_for_quiet(max_wait=max_wait)
+
+
+def _wall(result: Any) -> float:
+    return float(result.wall)
+
+
+def _others(result: Any) -> float:
+    return float(result.others)
+
+
+def settled(
+    attempt: Callable[[], T],
+    quiet_wait: float,
+    *,
+    wall: Callable[[T], float] = _wall,
+    others: Callable[[T], float] = _others,
+    threshold: float = 0.10,
+    tries: int = 4,
+) -> T:
+    """``attempt()`` on a shared CPU box: wait for quiet (≤ ``quiet_wait`` s), run, and while other
+    processes took more than ``threshold`` of the CPU during it (``others`` of its result), run again
+    (≤ ``tries`` runs); the result with the smallest ``wall`` is kept. ``quiet_wait`` 0 (a GPU): one
+    run. ``wall`` and ``others`` default to the result's attributes of those names (a ``Timing``)."""
+    best: T | None = None
+    for _ in range(tries if quiet_wait > 0 else 1):
+        settle(quiet_wait)
+        got = attempt()
+        if best is None or wall(got) < wall(best):
+            best = got
+        if others(got) <= threshold:
+            break
+    assert best is not None
+    return best
 
 
 def measure_settled(
     fn: Callable[[], Any], device: torch.device, quiet_wait: float, threshold: float = 0.10, tries: int = 4
 ) -> Timing:
-    """``measure`` on a shared CPU box: wait for quiet (≤ ``quiet_wait`` s), time, and if other
-    processes still took more than ``threshold`` of the CPU meanwhile, try again (≤ ``tries`` runs);
-    the fastest run is kept. On a GPU (``quiet_wait`` 0) one run."""
-    best: Timing | None = None
-    for _ in range(tries if quiet_wait > 0 else 1):
-        if quiet_wait > 0:
-            wait_for_quiet(max_wait=quiet_wait)
-        t = measure(fn, device)
-        if best is None or t.wall < best.wall:
-            best = t
-        if t.others <= threshold:
-            break
-    assert best is not None
+    """``settled`` over ``measure(fn)``: the fastest of up to ``tries`` undisturbed-or-not runs."""
+    return settled(lambda: measure(fn, device), quiet_wait, threshold=threshold, tries=tries)
+
+
+def interleaved(
+    runs: Mapping[K, Callable[[], T]],
+    trials: int,
+    *,
+    wall: Callable[[T], float] = _wall,
+    describe: Callable[[K, T], str] | None = None,
+) -> dict[K, T]:
+    """The best result (smallest ``wall``) per key over ``trials`` rounds of every run in turn, so that
+    load on a shared machine hits every run alike rather than a few. Each result is logged as
+    ``trial t: describe(key, result)`` (default: the key, wall seconds and others' CPU of a Timing)."""
+    best: dict[K, T] = {}
+    for trial in range(max(1, trials)):
+        for key, run in runs.items():
+            got = run()
+            log(f"trial {trial}: " + (describe(key, got) if describe else f"{key} {_describe_timing(got)}"))
+            if key not in best or wall(got) < wall(best[key]):
+                best[key] = got
     return best
+
+
+def _describe_timing(t: Any) -> str:
+    return f"{t.wall:.2f}s (others {t.others:.0%})"
+
+
+@dataclass(frozen=True)
+class Call:
+    batch: int  # the input's first dimension
+    grad: bool  # gradients enabled (a forward+backward) or not (a forward only)
+    at: float  # time.perf_counter() when the call began
+
+
+@contextmanager
+def calls_of(module: torch.nn.Module) -> Iterator[list[Call]]:
+    """Every call of ``module`` inside the block, in order (a forward pre-hook, removed on exit)."""
+    calls: list[Call] = []
+
+    def hook(_module: torch.nn.Module, inputs: tuple[Any, ...]) -> None:
+        calls.append(Call(int(inputs[0].shape[0]), torch.is_grad_enabled(), time.perf_counter()))
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+def seconds_per_iteration(calls: Sequence[Call]) -> float | None:
+    """Mean spacing of the calls with gradients on: one per iteration of a loop whose every iteration
+    makes exactly one such call (synchronous devices only); None with fewer than two."""
+    stamps = [c.at for c in calls if c.grad]
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) >= 2 else None
 
 
 def peak_memory(device: torch.device) -> dict[str, float]:
@@ -240,24 +357,18 @@ def device_name(device: torch.device) -> str:
     return f"{model}, {os.cpu_count()} logical cores"
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def git_commit() -> str:
     """Short commit of the working tree, with ``+dirty`` when it has local changes (read-only git)."""
     try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return head + ("+dirty" if dirty else "")
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+    return head + ("+dirty" if dirty else "")
 
 
 def environment(device: torch.device) -> dict[str, str]:
@@ -378,14 +489,32 @@ def write_json(report: Report, path: str | None) -> None:
         Path(path).write_text(json.dumps(asdict(report), indent=1))
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    """The flags every benchmark takes (run_all passes them through)."""
+def base_parser(description: str, quiet_wait: float | None = None) -> argparse.ArgumentParser:
+    """The flags every benchmark takes: those run_all passes through (``--device``, ``--full``,
+    ``--no-record``, ``--json``) and ``--quiet-wait`` (default ``quiet_wait``; None: 60 s on the CPU,
+    0 on a GPU, see ``quiet_seconds``)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     parser.add_argument("--full", action="store_true", help="GPU-sized settings (larger sets, 512 px)")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     parser.add_argument("--json", default=None, help="also write the summary as JSON here (for run_all)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=quiet_wait,
+        help="CPU: wait ≤ s for other load to drop before each timed segment (default: "
+        + ("60 on the CPU, 0 on a GPU" if quiet_wait is None else f"{quiet_wait:g}")
+        + ")",
+    )
     return parser
+
+
+def quiet_seconds(args: argparse.Namespace, device: torch.device) -> float:
+    """``--quiet-wait`` as given, else 60 s on the CPU and 0 on a GPU (whose timings other processes
+    on the host do not disturb)."""
+    if args.quiet_wait is not None:
+        return float(args.quiet_wait)
+    return 0.0 if device.type == "cuda" else 60.0
 
 
 def finish(report: Report, args: argparse.Namespace) -> Report:

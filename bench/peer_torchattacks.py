@@ -29,22 +29,10 @@ import math
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import torch
 from torch import nn
 
-from bench.common import (
-    TARGET_CLASS,
-    Timing,
-    base_parser,
-    load_model,
-    load_val25,
-    log,
-    measure_settled,
-    pick_device,
-)
+from bench import common
 
 
 def trunc8(x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +87,7 @@ def chunks(n: int, batch: int | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = base_parser("torchattacks PGD-L2 vs fool")
+    parser = common.base_parser("torchattacks PGD-L2 vs fool")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--batch", type=int, default=None, help="images per attack call (default: all)")
     parser.add_argument("--lr", type=float, default=1.0)
@@ -107,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--extra-iters", type=int, default=2)
     parser.add_argument("--steps-max", type=int, default=200)
     parser.add_argument("--trials", type=int, default=2)
-    parser.add_argument("--quiet-wait", type=float, default=None)
     parser.add_argument(
         "--variants", default="current", help="ours as these bench/fool_variants.py variants (comma list)"
     )
@@ -115,24 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torchattacks
     except ImportError as exc:
-        log(f"torchattacks is not importable ({exc}); set ASCENT_PEERS")
+        common.log(f"torchattacks is not importable ({exc}); set ASCENT_PEERS")
         return 3
 
     from ascent.shared.kernels import auto_max_batch, fool
 
-    device = pick_device(args.device)
-    model = load_model(device)
-    images, labels = load_val25(device, args.repeat)
-    n, target = images.shape[0], TARGET_CLASS
+    device = common.pick_device(args.device)
+    model = common.load_model(device)
+    images, labels = common.load_val25(device, args.repeat)
+    n, target = images.shape[0], common.TARGET_CLASS
     auto = auto_max_batch(device)
     std = torch.tensor([0.229, 0.224, 0.225])
     alpha = args.lr * math.sqrt(float(std.pow(2).mean()))
     eps = 1e6
     parts = chunks(n, args.batch)
 
-    from bench.bench_fool import raw_network
-
-    peer_model = Normalized(raw_network(device), model.mean, model.std).eval()
+    peer_model = Normalized(common.raw_network(device), model.mean, model.std).eval()
 
     def make(net: nn.Module, steps: int):
         atk = torchattacks.PGDL2(net, eps=eps, alpha=alpha, steps=steps, random_start=False)
@@ -156,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in names
     }
 
-    log(f"torchattacks {torchattacks.__version__}: alpha={alpha:.5f}, eps={eps:g}, batch={args.batch}")
+    common.log(f"torchattacks {torchattacks.__version__}: alpha={alpha:.5f}, eps={eps:g}, batch={args.batch}")
     # warm-up, and our fooling rate (per variant)
     fool(model, images[: min(n, 4)], target, max_iters=3, extra_iters=0)
     ours_fooled = {name: int(run().fooled.sum()) for name, run in ours.items()}
@@ -186,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         return per_step, q, torch.cat(finals)
 
     budget = min(args.steps_max, args.max_iters)
-    log(f"searching the step budget (≤ {budget} steps, one recorded run) ...")
+    common.log(f"searching the step budget (≤ {budget} steps, one recorded run) ...")
     per_step, q, adv_end = search(budget, images)
     assert not peer_model.training, "the search left the model in training mode (dropout on)"
     counts = [int((p == target).sum()) for p in per_step]
@@ -194,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     if max(counts) < goal and args.steps_max > budget:
         # continue from where it stopped (approximately the same trajectory; the timed run checks it)
         more = args.steps_max - budget
-        log(f"not reached in {budget}; continuing to {args.steps_max} steps ...")
+        common.log(f"not reached in {budget}; continuing to {args.steps_max} steps ...")
         per2, q2, _ = search(more, adv_end)
         counts += [int((p == target).sum()) for p in per2[1:]]
         q.update({budget + k: v for k, v in q2.items()})
@@ -213,24 +198,24 @@ def main(argv: list[str] | None = None) -> int:
         return f"{s} steps" if s is not None else f"more than {len(counts) - 1} steps"
 
     # timed, interleaved: each variant of ours and torchattacks at the budget matching its rate
-    quiet = (0.0 if device.type == "cuda" else 60.0) if args.quiet_wait is None else args.quiet_wait
+    quiet = common.quiet_seconds(args, device)
     steps_of = {name: budget_for(ours_fooled[name])[0] for name in names}
-    best_ours: dict[str, Timing] = {}
-    best_peer: dict[int, Timing] = {}
+    best_ours: dict[str, common.Timing] = {}
+    best_peer: dict[int, common.Timing] = {}
     for trial in range(args.trials):
         timed_this_trial: set[int] = set()
         for name in names:
-            t = measure_settled(ours[name], device, quiet)
+            t = common.measure_settled(ours[name], device, quiet)
             if name not in best_ours or t.wall < best_ours[name].wall:
                 best_ours[name] = t
             steps = steps_of[name]
             if steps not in timed_this_trial:  # variants needing the same budget share its timing
                 timed_this_trial.add(steps)
-                t = measure_settled(lambda steps=steps: peer(steps), device, quiet)
+                t = common.measure_settled(lambda steps=steps: peer(steps), device, quiet)
                 if steps not in best_peer or t.wall < best_peer[steps].wall:
                     best_peer[steps] = t
             bo, bp = best_ours[name], best_peer[steps]
-            log(
+            common.log(
                 f"trial {trial} {name}: ours {bo.wall:.2f}s (others {bo.others:.0%}), "
                 f"torchattacks ({steps} steps) {bp.wall:.2f}s (others {bp.others:.0%})"
             )

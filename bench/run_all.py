@@ -1,4 +1,4 @@
-"""Run every benchmark in bench/ and print one table: ``python -m bench`` (or ``python bench/run_all.py``).
+"""Run every benchmark in bench/ and print one table: ``python -m bench`` (from the repository root).
 
 Fast settings by default (sized for the 2-core CPU box); ``--full`` for GPU sizes. Each benchmark runs
 as its own process (``python -m bench.<name>``: clean memory figures, and torchattacks stays on the path
@@ -7,7 +7,8 @@ its summary back through ``--json``.
 
 The contract for any ``bench/bench_<name>.py`` listed in ``BENCHMARKS``: runnable as
 ``python -m bench.bench_<name>``, taking the flags of ``bench.common.base_parser`` (``--device``,
-``--full``, ``--no-record``, ``--json PATH``) and ending with ``bench.common.finish(report, args)``.
+``--full``, ``--no-record``, ``--json PATH``, ``--quiet-wait``) and ending with
+``bench.common.finish(report, args)``.
 A script that does not use ``base_parser`` is passed only the flags its source mentions.
 
 Works with torch ≥ 2.11 (GPU machines) and the project's 2.14 (CPU): nothing newer is used.
@@ -22,9 +23,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import BENCH, REPO, Metric, metrics_table
 

@@ -11,35 +11,14 @@ time per iteration at 192 px (batch 8 and batch 1), interleaved, best of ``--tri
 
 from __future__ import annotations
 
-import sys
-import time
-from pathlib import Path
-
-if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 
 import torch
 import torch.nn.functional as F
 
 import ascent.shared.losses as L
+from bench import common, variants
 from bench.bench_style import PRESET, STYLE_SIZE
-from bench.common import (
-    Report,
-    Table,
-    base_parser,
-    environment,
-    finish,
-    load_model,
-    load_style_image,
-    load_val25,
-    log,
-    measure,
-    pick_device,
-    wait_for_quiet,
-)
-from bench.fool_variants import patched
 
 
 def _autograd_gram_matrix(features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
@@ -48,16 +27,6 @@ def _autograd_gram_matrix(features: torch.Tensor, normalize: bool = True) -> tor
     flat = features.reshape(n, c, h * w)
     gram = flat @ flat.transpose(1, 2)
     return gram / (h * w * c) if normalize else gram
-
-
-@contextmanager
-def autograd_gram_patch():
-    saved = L.gram_matrix
-    L.gram_matrix = _autograd_gram_matrix
-    try:
-        yield
-    finally:
-        L.gram_matrix = saved
 
 
 # name: (NCHW?, autograd Gram?, precision)
@@ -70,78 +39,63 @@ VARIANTS = {
 }
 
 
-def main(argv: list[str] | None = None) -> Report:
-    parser = base_parser(__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> common.Report:
+    parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--iters", type=int, default=12)
     parser.add_argument("--size", type=int, default=192)
     parser.add_argument("--trials", type=int, default=2)
-    parser.add_argument("--quiet-wait", type=float, default=60.0)
     args = parser.parse_args(argv)
     from ascent.shared.kernels import style_transfer
 
-    device = pick_device(args.device)
-    cl = load_model(device)
-    nchw = load_model(device).to(memory_format=torch.contiguous_format)
-    style = load_style_image("composition_vii.jpg", STYLE_SIZE).to(device)
-    val, _ = load_val25(device)
+    device = common.pick_device(args.device)
+    quiet = common.quiet_seconds(args, device)
+    cl = common.load_model(device)
+    nchw = variants.layout(common.load_model(device), nchw=True)
+    style = common.load_style_image("composition_vii.jpg", STYLE_SIZE).to(device)
+    val, _ = common.load_val25(device)
     content = F.interpolate(val[: args.n], size=(args.size,) * 2, mode="bilinear", align_corners=False)
     content = content.clamp(0, 1)
 
-    def per_iter_settled(name: str, batch: torch.Tensor) -> tuple[float, torch.Tensor]:
-        """per_iter, re-run (≤ 4 times) while other processes took > 10 % of the CPU; fastest kept."""
-        best: tuple[float, torch.Tensor] | None = None
-        for _ in range(4 if args.quiet_wait > 0 and device.type == "cpu" else 1):
-            if args.quiet_wait > 0 and device.type == "cpu":
-                wait_for_quiet(max_wait=args.quiet_wait)
-            t = measure(lambda: per_iter(name, batch), device)
-            if best is None or t.out[0] < best[0]:
-                best = t.out
-            if t.others <= 0.10:
-                break
-        assert best is not None
-        return best
-
     def per_iter(name: str, batch: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """(seconds per iteration, final losses) of one run of variant ``name`` on ``batch``."""
         use_nchw, use_autograd_gram, precision = VARIANTS[name]
         model = nchw if use_nchw else cl
-        stamps: list[float] = []
-
-        def hook(module, inputs):
-            if torch.is_grad_enabled():
-                stamps.append(time.perf_counter())
-
-        handle = model.stack[0].register_forward_pre_hook(hook)
         with ExitStack() as stack:
             if use_nchw:
-                stack.enter_context(patched(nchw=True))
+                stack.enter_context(variants.patched(nchw=True))
             if use_autograd_gram:
-                stack.enter_context(autograd_gram_patch())
-            try:
-                out = style_transfer(
-                    model,
-                    batch,
-                    style,
-                    iters=args.iters,
-                    decay_at=args.iters - 2,
-                    precision=precision,
-                    **PRESET,
-                )
-            finally:
-                handle.remove()
-        return (stamps[-1] - stamps[0]) / (len(stamps) - 1), out.loss
+                stack.enter_context(variants.swapped(L, "gram_matrix", _autograd_gram_matrix))
+            calls = stack.enter_context(common.calls_of(model.stack[0]))
+            out = style_transfer(
+                model, batch, style, iters=args.iters, decay_at=args.iters - 2, precision=precision, **PRESET
+            )
+        seconds = common.seconds_per_iteration(calls)
+        assert seconds is not None, "--iters must be at least 2"
+        return seconds, out.loss
 
-    best: dict[tuple[str, int], float] = {}
-    losses: dict[tuple[str, int], torch.Tensor] = {}
+    def per_iter_settled(name: str, batch: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """per_iter, re-run (≤ 4 times) while other processes took > 10 % of the CPU; fastest kept."""
+        timing = common.settled(
+            lambda: common.measure(lambda: per_iter(name, batch), device), quiet, wall=lambda t: t.out[0]
+        )
+        return timing.out
+
     for name in VARIANTS:  # warm-up
         per_iter(name, content[:2])
-    for trial in range(args.trials):
-        for name in VARIANTS:
-            for b in (args.n, 1):
-                t, loss = per_iter_settled(name, content[:b])
-                log(f"trial {trial} {name} batch {b}: {t * 1e3:.1f} ms/iter")
-                best[(name, b)] = min(best.get((name, b), float("inf")), t)
-                losses[(name, b)] = loss
+    runs = {
+        (name, b): (lambda name=name, b=b: per_iter_settled(name, content[:b]))
+        for name in VARIANTS
+        for b in (args.n, 1)
+    }
+    got = common.interleaved(
+        runs,
+        args.trials,
+        wall=lambda r: r[0],
+        describe=lambda key, r: f"{key[0]} batch {key[1]}: {r[0] * 1e3:.1f} ms/iter",
+    )
+    best = {key: seconds for key, (seconds, _) in got.items()}
+    losses = {key: loss for key, (_, loss) in got.items()}
     rows = []
     for name in VARIANTS:
         rel = float(((losses[(name, args.n)] - losses[("current", args.n)]).abs() / losses[("current", args.n)]).max())
@@ -155,14 +109,14 @@ def main(argv: list[str] | None = None) -> Report:
                 f"{rel:.1e}",
             ]
         )
-    report = Report(
+    report = common.Report(
         bench="style-variants",
         title=f"style_transfer variants (patched in-process), {args.size}px",
-        env=environment(device),
+        env=common.environment(device),
         settings={"n": args.n, "iters": args.iters, "trials": args.trials},
     )
     report.tables.append(
-        Table(
+        common.Table(
             "time per iteration (best of trials, interleaved)",
             [
                 "variant",
@@ -182,7 +136,7 @@ def main(argv: list[str] | None = None) -> Report:
                 f"{best[('current', args.n)] / best[(name, args.n)]:.2f}×; "
                 f"{best[('current', 1)] / best[(name, 1)]:.2f}×",
             )
-    return finish(report, args)
+    return common.finish(report, args)
 
 
 if __name__ == "__main__":
