@@ -280,7 +280,9 @@ def per_task_overhead(tmp: Path, n_tasks: int, threads: int, device: torch.devic
     store = tmp / "store-tasks"
     settings = Settings.from_env({"ASCENT_STORE": store.as_uri()})
     env = cluster.ascent_env(OMP_NUM_THREADS=str(threads))  # the worker's thread pool, as in (a) and (b)
-    with Embedded(settings, workers=1, loglevel="WARNING", env={"OMP_NUM_THREADS": str(threads)}) as local:
+    with Embedded(
+        settings, workers=1, loglevel="WARNING", env={"OMP_NUM_THREADS": str(threads)}, input_roots=[str(tmp)]
+    ) as local:
 
         def submit(path: Path, run_id: str) -> ProcRun:
             return cluster.submit_tiny(path, run_id, TINY_SIZE, local.broker_url, store.as_uri(), env)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ascent.producer.embedded import LocalRedis
+from ascent.producer.processes import LocalRedis
 from bench import cluster, common
 from bench.cluster import RedisStats
 
@@ -117,7 +117,9 @@ def run_config(
     settings = Settings.from_env({"ASCENT_STORE": store.as_uri()})
     env = {"ASCENT_FAULT_INJECT": f"sleep:*:{sleep:g}", "OMP_NUM_THREADS": "1"}
     submit_env = cluster.ascent_env(OMP_NUM_THREADS="1")
-    local = cluster.PoolCluster(settings, n, f"scale{n}", redis=cluster.lent(server), env=env, loglevel="WARNING")
+    local = cluster.PoolCluster(
+        settings, n, f"scale{n}", redis=cluster.lent(server), env=env, loglevel="WARNING", input_roots=[str(tmp)]
+    )
     with local:
         pid = local.pid
         broker = local.broker_url

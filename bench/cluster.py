@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ascent.producer.embedded import Embedded, EmbeddedError, LocalRedis, LocalWorker, _spawn, log_tail
+from ascent.producer.embedded import Embedded, LocalWorker
+from ascent.producer.processes import EmbeddedError, LocalRedis, log_tail, spawn
 from ascent.shared.settings import Settings
 from bench import common
 
@@ -320,7 +321,7 @@ class PoolCluster(Embedded):
         log = self.tmpdir / "worker-0.log"
         argv = [*ASCENT, "worker", "--concurrency", str(self.concurrency), "-n", f"{self.name}@%h"]
         argv += ["--loglevel", self.loglevel]
-        self.workers.append(LocalWorker(0, self.name, _spawn(argv, log, self.worker_env()), log))
+        self.workers.append(LocalWorker(0, self.name, spawn(argv, log, self.worker_env()), log))
 
     def _wait_for_workers(self) -> None:
         super()._wait_for_workers()
