@@ -22,7 +22,7 @@ COMMON_DESTS = frozenset({"model", "weights", "store", "broker", "shard_size", "
 
 def _default_text(info: ParamInfo) -> str:
     value = info.default
-    if info.required or value is None or value == ():
+    if info.required or value is None or value == () or isinstance(value, bool):
         return ""
     if isinstance(value, tuple):
         value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
@@ -49,6 +49,11 @@ def add_job_options(parser: argparse.ArgumentParser, job: Job) -> None:
     for info in job.Params.infos():
         if info.name in COMMON_DESTS or info.name in ("inputs", "preset", "job", "command"):
             raise ValueError(f"job {job.name}: parameter {info.name!r} collides with a command-line option")
+        if info.kind.switch:  # a bare flag; unset (None) unless given, so the spec fills in the default
+            group.add_argument(
+                info.flag, dest=info.name, action="store_const", const=not info.default, default=None, help=info.help
+            )
+            continue
         options: dict[str, Any] = {"dest": info.name, "type": info.kind.parse, "help": info.help + _default_text(info)}
         if info.kind.choices:
             options["choices"] = info.kind.choices

@@ -1,4 +1,5 @@
-"""Torch-free facts the producer needs to validate a spec: model names, precisions and class names."""
+"""Torch-free facts the producer needs to validate a spec: model names, precisions, fool's norms and
+losses, and class names."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ MODEL_NAMES: tuple[str, ...] = (
 
 # Numeric precisions of the network while stepping (ascent.shared.models.autocast): float32 is the reference.
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+# fool's threat models and objectives (ascent.shared.kernels.fool): the first of each is the reference.
+FOOL_NORMS: tuple[str, ...] = ("l2-unbounded", "linf", "l2")
+FOOL_LOSSES: tuple[str, ...] = ("score", "ce", "log_softmax", "margin")
+#: ``--target`` modes besides a class id: a target per item, drawn or read from the manifest.
+FOOL_TARGET_MODES: tuple[str, ...] = ("random", "least-likely", "per-item")
 
 NUM_CLASSES = 1000
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".jit", ".zip", ".torchscript")

@@ -1,5 +1,5 @@
-"""Building blocks of the HTML report (torch-free): escaping, numbers, cards, thumbnails, an SVG bar
-chart. The page itself is assembled by ``ascent.producer.report``; each job's section uses these.
+"""Building blocks of the HTML report (torch-free): escaping, numbers, cards, thumbnails, SVG bar
+and line charts. The page itself is assembled by ``ascent.producer.report``; each job's section uses these.
 
 Everything is self-contained: images are base64 PNG data URIs, charts inline SVG. Every string that
 comes from a record is escaped (a source may be any URI, markup included).
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 THUMB_PX = 128
@@ -98,6 +99,20 @@ def thumbnail(data: bytes | None, size: int = THUMB_PX) -> tuple[str, int, int] 
     return uri, image.width, image.height
 
 
+def difference_png(original: bytes, adversarial: bytes) -> tuple[bytes, int] | None:
+    """|adversarial - original| per channel, scaled so its maximum maps to 255, as PNG bytes, with the
+    maximum in 8-bit steps (0 when identical). None if either is unreadable or their sizes differ."""
+    a, b = open_image(original), open_image(adversarial)
+    if a is None or b is None or a.size != b.size:
+        return None
+    diff = np.abs(np.asarray(b.convert("RGB"), dtype=np.int16) - np.asarray(a.convert("RGB"), dtype=np.int16))
+    peak = int(diff.max())
+    scaled = np.rint(diff * (255.0 / peak)).astype(np.uint8) if peak else diff.astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(scaled, "RGB").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue(), peak
+
+
 def figure(data: bytes | None, label: str, missing: str = "no image") -> str:
     """A captioned thumbnail, or a grey placeholder saying why there is none."""
     thumb = thumbnail(data)
@@ -172,5 +187,63 @@ def histogram_svg(
         if i % label_every == 0:
             parts.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" text-anchor="middle">{lo}</text>')
     parts.append(f'<text x="{left + plot_w:.1f}" y="{top + plot_h + 14}" text-anchor="middle">{bins[-1]}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+SERIES_COLOURS = ("#b4232c", "#3a6ea5", "#1a7f37", "#8a5a00")
+
+
+def line_chart_svg(
+    xs: Sequence[float],
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    x_labels: Sequence[str] | None = None,
+    width: int = 640,
+    height: int = 240,
+    what: str = "x",
+) -> str:
+    """An inline SVG line chart of rates in [0, 1] (y axis 0–100 %) over ``xs``, points spaced evenly
+    in the order given and labelled ``x_labels``; ``series`` are (name, values), None = no point
+    there. A legend names the series; each point has a tooltip."""
+    if not xs:
+        return '<p class="muted">No points to draw.</p>'
+    labels = list(x_labels) if x_labels is not None else [num(x) for x in xs]
+    left, right, top, bottom = 44, 130, 12, 36
+    plot_w, plot_h = width - left - right, height - top - bottom
+    step = plot_w / max(1, len(xs) - 1)
+
+    def px(i: int) -> float:
+        return left + (i * step if len(xs) > 1 else plot_w / 2)
+
+    def py(v: float) -> float:
+        return top + plot_h * (1 - min(1.0, max(0.0, v)))
+
+    parts = [
+        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{esc(", ".join(name for name, _ in series))} vs {esc(what)}">',
+        f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#8a94a6"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="#8a94a6"/>',
+        f'<text x="{left - 6}" y="{top + 4}" text-anchor="end">100%</text>',
+        f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end">0%</text>',
+        f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle">{esc(what)}</text>',
+    ]
+    for i, label in enumerate(labels):
+        parts.append(f'<text x="{px(i):.1f}" y="{top + plot_h + 14}" text-anchor="middle">{esc(label)}</text>')
+    for k, (name, values) in enumerate(series):
+        colour = SERIES_COLOURS[k % len(SERIES_COLOURS)]
+        points = [(px(i), py(v), v, labels[i]) for i, v in enumerate(values) if v is not None]
+        if len(points) > 1:
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _, _ in points)
+            parts.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for x, y, v, label in points:
+            parts.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{colour}">'
+                f"<title>{esc(name)} at {esc(label)}: {pct(v)}</title></circle>"
+            )
+        ly = top + 10 + 18 * k
+        parts.append(
+            f'<line x1="{left + plot_w + 14}" y1="{ly - 4}" x2="{left + plot_w + 30}" y2="{ly - 4}" '
+            f'stroke="{colour}" stroke-width="2"/><text x="{left + plot_w + 34}" y="{ly}">{esc(name)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)

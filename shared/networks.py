@@ -237,9 +237,9 @@ def read_state_dict(path: Path, shown: str) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
-        kind = (
-            "it holds Python objects besides tensors" if isinstance(exc, pickle.UnpicklingError) else type(exc).__name__
-        )
+        # weights_only names a pickled object it refuses "Unsupported global"; anything else is garbage.
+        objects = isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc)
+        kind = "it holds Python objects besides tensors" if objects else f"unreadable: {type(exc).__name__}"
         raise ModelNotFound(
             f"--weights {shown}: not a checkpoint ascent can read ({kind}): give a state_dict saved with "
             "torch.save(model.state_dict(), PATH) or a .safetensors file (ascent loads weights, never code)"

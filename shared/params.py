@@ -32,6 +32,19 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def parse_fraction(text: str) -> float:
+    """A number written as a decimal or a fraction: ``0.5``, ``8/255`` (pixel budgets are often k/255).
+    Raises ValueError (argparse's "invalid value") for anything else."""
+    numerator, slash, denominator = text.strip().partition("/")
+    value = float(numerator) / float(denominator) if slash else float(numerator)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+parse_fraction.__name__ = "number"  # argparse names the type in its message: "invalid number value"
+
+
 def _split(parse: Callable[[str], Any]) -> Callable[[str], list[Any]]:
     def split(text: str) -> list[Any]:
         return [parse(v.strip()) for v in text.split(",") if v.strip()]
@@ -44,16 +57,18 @@ class Kind:
     """The values a parameter takes: ``check`` (the spec's validation, described by ``meaning``),
     ``parse`` (command-line text -> value, argparse's ``type``), and what the producer does with it.
 
-    ``sequence``: a list in JSON, a tuple here. ``classes``: holds class ids (one, or a sequence) that
-    the spec checks against the run's class count and the CLI resolves from names. ``files``: input
-    URIs that the producer checks and uploads like ``--images``. ``aliases``: command-line words that
-    stand for a value (``--target none`` for null)."""
+    ``switch``: a boolean set by a bare flag (``--random-start``; a field whose default is True gets
+    ``--no-<name>``, which sets it False). ``sequence``: a list in JSON, a tuple here. ``classes``:
+    holds class ids (one, or a sequence) that the spec checks against the run's class count and the
+    CLI resolves from names. ``files``: input URIs that the producer checks and uploads like
+    ``--images``. ``aliases``: command-line words that stand for a value (``--target none`` for null)."""
 
     meaning: str
     check: Callable[[Any], bool]
     parse: Callable[[str], Any] = str
     choices: tuple[Any, ...] | None = None
     metavar: str | None = None
+    switch: bool = False
     sequence: bool = False
     classes: bool = False
     files: bool = False
@@ -64,6 +79,10 @@ POSITIVE_INT = Kind("a positive integer", lambda v: _is_int(v) and v > 0, int)
 NON_NEGATIVE_INT = Kind("a non-negative integer", lambda v: _is_int(v) and v >= 0, int)
 POSITIVE_NUMBER = Kind("a positive number", lambda v: _is_number(v) and v > 0, float)
 NON_NEGATIVE_NUMBER = Kind("a non-negative number", lambda v: _is_number(v) and v >= 0, float)
+OPTIONAL_POSITIVE_FRACTION = Kind(
+    "null or a positive number", lambda v: v is None or (_is_number(v) and v > 0), parse_fraction, metavar="X"
+)
+SWITCH = Kind("true or false", lambda v: isinstance(v, bool), switch=True)
 
 
 def list_of(what: str, element: Callable[[Any], bool], parse: Callable[[str], Any], metavar: str, **flags: Any) -> Kind:
@@ -80,6 +99,10 @@ def list_of(what: str, element: Callable[[Any], bool], parse: Callable[[str], An
 
 INT_LIST = list_of("non-negative integers", lambda c: _is_int(c) and c >= 0, int, "N1,N2,...")
 NUMBER_LIST = list_of("non-negative numbers", lambda c: _is_number(c) and c >= 0, float, "W1,W2,...")
+FRACTION_LIST = list_of("non-negative numbers", lambda c: _is_number(c) and c >= 0, parse_fraction, "X1,X2,...")
+OPTIONAL_FRACTION_LIST = dataclasses.replace(
+    FRACTION_LIST, meaning="null or " + FRACTION_LIST.meaning, check=lambda v: v is None or FRACTION_LIST.check(v)
+)
 OPTIONAL_NUMBER_LIST = dataclasses.replace(
     NUMBER_LIST, meaning="null or " + NUMBER_LIST.meaning, check=lambda v: v is None or NUMBER_LIST.check(v)
 )
@@ -121,7 +144,8 @@ class ParamInfo:
 
     @property
     def flag(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        negated = self.kind.switch and self.default is True
+        return ("--no-" if negated else "--") + self.name.replace("_", "-")
 
 
 def param(

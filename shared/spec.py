@@ -49,12 +49,36 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+#: A variant's values: JSON scalars (finite numbers, strings, booleans, null).
+Scalar = str | int | float | bool | None
+VARIANT_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))
+
+
+def check_variant(variant: Any, item_id: Any) -> dict[str, Scalar]:
+    """A copy of ``variant`` (a mapping of short lower-case names to JSON scalars); InvalidSpec naming
+    ``shard.items.variant`` otherwise."""
+    if not isinstance(variant, Mapping):
+        raise InvalidSpec("shard.items.variant", f"item {item_id}: variant must be an object")
+    for key, value in variant.items():
+        if not isinstance(key, str) or not VARIANT_KEY.match(key):
+            raise InvalidSpec("shard.items.variant", f"item {item_id}: invalid variant name {key!r}")
+        if not _is_scalar(value):
+            raise InvalidSpec("shard.items.variant", f"item {item_id}: variant {key} = {value!r} is not a JSON scalar")
+    return dict(variant)
+
+
 @dataclass(frozen=True)
 class Item:
     """One input of a run. ``source`` is a URI (file:///abs.png, file:///x.npz#3, s3://b/k, class:76);
     ``label``: its true class when known; ``target``: its own target class (a manifest's ``target``
     column); ``original``: the input as the user named it, when ``source`` is an uploaded copy;
-    ``path``: where it was found relative to the input the user named (an exported dataset keeps it)."""
+    ``path``: where it was found relative to the input the user named (an exported dataset keeps it);
+    ``variant``: what this item changes in the job's parameters, planned by the job
+    (``Job.plan_items``: fool's ε of an ε sweep, ``{"eps": 0.0157}``), JSON scalars only."""
 
     item_id: str
     source: str
@@ -62,12 +86,15 @@ class Item:
     original: str | None = None
     target: int | None = None
     path: str | None = None
+    variant: Mapping[str, Scalar] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"item_id": self.item_id, "source": self.source, "label": self.label}
         for name in ("original", "target", "path"):
             if getattr(self, name) is not None:
                 d[name] = getattr(self, name)
+        if self.variant:
+            d["variant"] = dict(self.variant)
         return d
 
     @classmethod
@@ -86,7 +113,8 @@ class Item:
             raise InvalidSpec("shard.items.target", f"item {item_id}: target {target!r} is not a class id")
         original, path = d.get("original"), d.get("path")
         text = [v if isinstance(v, str) else None for v in (original, path)]
-        return cls(item_id, source, label, text[0], target, text[1])
+        variant = check_variant(d.get("variant", {}), item_id)
+        return cls(item_id, source, label, text[0], target, text[1], variant)
 
 
 @dataclass(frozen=True)

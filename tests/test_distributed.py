@@ -300,9 +300,11 @@ def test_local_inputs_are_uploaded_once_and_two_workers_give_the_embedded_runs_s
     assert f"run {run_id} (fool, squeezenet1_1): {N_IMAGES} items, {N_IMAGES} done" in printed
     assert set(summary["workers"]) <= cluster.workers.nodes
 
-    # Each local file uploaded exactly once, under its item id; the workers read the copies.
+    # Each local file uploaded exactly once, under its item id, and the weights file once under its
+    # name; the workers read the copies.
     uploads = cluster.keys(run_id, "uploads")
-    assert sorted(k.rsplit("/", 1)[1] for k in uploads) == [f"{i:06d}.png" for i in range(N_IMAGES)]
+    assert sorted(k.rsplit("/", 1)[1] for k in uploads) == [*(f"{i:06d}.png" for i in range(N_IMAGES)), "weights.pth"]
+    assert cluster.get(cluster.key(run_id, "uploads", "weights.pth")) == Path(weights[1]).read_bytes()
     for i in range(N_IMAGES):
         assert cluster.get(cluster.key(run_id, "uploads", f"{i:06d}.png")) == (val_images / f"img-{i}.png").read_bytes()
     manifest_items = [i for s in cluster.get_json(run_id, "manifest.json")["shards"] for i in s["items"]]
@@ -341,7 +343,8 @@ def test_an_s3_prefix_is_read_in_place_and_gives_the_same_summary(cluster, val_i
     run_id, summary, _ = cluster.submit_and_collect(["fool", "--images", images, *FOOL_ARGS, *weights])
 
     assert comparable(summary) == comparable(reference)
-    assert cluster.keys(run_id, "uploads") == []  # nothing copied
+    # No input copied; only the producer's weights file, which workers cannot see otherwise.
+    assert [k.rsplit("/", 1)[1] for k in cluster.keys(run_id, "uploads")] == ["weights.pth"]
     items = cluster.items(run_id)
     assert [r["source"] for r in items] == [f"{images}img-{i}.png" for i in range(N_IMAGES)]
     assert all("original" not in r for r in items)
@@ -523,6 +526,7 @@ def test_submit_uploads_only_for_stores_other_workers_cannot_see_the_producers_f
                     "source": f"{store.uri}/runs/r1/uploads/000000.png",
                     "label": None,
                     "original": (tmp_path / "in" / "a.png").as_uri(),
+                    "path": "a.png",
                 }
     finally:
         app.close()

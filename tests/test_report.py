@@ -16,7 +16,7 @@ from PIL import Image
 from ascent.producer.collector import collect
 from ascent.producer.report import render_report
 from ascent.shared.html import histogram_svg, thumbnail
-from ascent.shared.jobs.fool import perturbation_png
+from ascent.shared.jobs.fool_report import perturbation_png
 from ascent.shared.keys import run_key
 from ascent.shared.spec import Item, JobSpec, Manifest
 from ascent.shared.store import MemoryStore, Store

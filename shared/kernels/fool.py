@@ -1,9 +1,11 @@
-"""Adversarial images: normalised-gradient ascent on the target score with per-sample early stopping,
-8-bit exact (CS231n's network-visualisation notebook; Szegedy et al. 2014)."""
+"""Adversarial images with per-sample early stopping, 8-bit exact: the CS231n normalised-gradient
+ascent (Szegedy et al. 2014; the reference) and the ε-bounded attacks of the peers (PGD L∞ and L2,
+FGSM, MI-FGSM: Madry et al. 2018, Goodfellow et al. 2015, Dong et al. 2018), on the one loop."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +13,24 @@ import torch
 from torch import Tensor
 
 from ascent.shared.errors import InvalidInput
+from ascent.shared.kernels import attacks
+from ascent.shared.kernels.attacks import (
+    LOSSES,
+    NORMS,
+    l2_step,
+    lattice_l2,
+    lattice_linf,
+    levels,
+    objective_of,
+    per_row,
+    project_l2,
+    project_linf,
+    projected,
+    signed_step,
+    with_momentum,
+)
 from ascent.shared.kernels.loop import (
+    Step,
     ascend,
     auto_max_batch,
     check_images,
@@ -24,13 +43,17 @@ from ascent.shared.kernels.loop import (
 )
 from ascent.shared.models import Classifier, autocast
 
+SEED_STRIDE = 1_000_003  # row i of an int seed s draws from seed s·SEED_STRIDE + i (restart r: + r·7919)
+
 
 @dataclass(frozen=True)
 class FoolResult:
-    """Per image: ``images`` N×3×H×W on the 8-bit lattice; ``fooled`` (bool), ``iterations`` (steps
-    before the model first predicted the target on the 8-bit image; 0 = already did; −1 = never),
-    ``pred_before``/``pred_after`` (class ids, on the rounded input/output), ``targets``, ``l2``/``linf``
-    (perturbation in [0, 1] pixel units); ``passes`` = image forward+backward passes run."""
+    """Per image: ``images`` N×3×H×W on the 8-bit lattice (inside the ε-ball for ``linf``/``l2``);
+    ``fooled`` (bool, decided on that image), ``iterations`` (steps before the model first predicted
+    the target; 0 = already did; −1 = never), ``pred_before``/``pred_after`` (class ids, on the 8-bit
+    input/output), ``targets`` (the class aimed at, or moved away from when untargeted), ``l2``/``linf``
+    (perturbation in [0, 1] pixel units), ``eps`` (the budget, None for ``l2-unbounded``), ``restart``
+    (which restart gave the image, 0-based); ``passes`` = image forward+backward passes run."""
 
     images: Tensor
     fooled: Tensor
@@ -41,6 +64,42 @@ class FoolResult:
     l2: Tensor
     linf: Tensor
     passes: int
+    eps: Tensor | None = None
+    restart: Tensor | None = None
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        what = "non-negative" if low == 0 else "positive"
+        raise InvalidInput(f"{name} must be a {what} integer, got {value!r}")
+
+
+def _row_seeds(seed: Any, n: int) -> list[int]:
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return [seed * SEED_STRIDE + i for i in range(n)]
+    seeds = list(seed) if isinstance(seed, Sequence) else None
+    if seeds is None or len(seeds) != n or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise InvalidInput(f"seed must be an integer or one integer per image ({n}), got {seed!r}")
+    return seeds
+
+
+def _labels(labels: Any, n: int, classes: int, device: torch.device) -> Tensor:
+    """One class id per image, −1 where unknown (None or −1)."""
+    if labels is None:
+        return torch.full((n,), -1, dtype=torch.long, device=device)
+    if isinstance(labels, Tensor):
+        values = labels.tolist()
+    elif isinstance(labels, Sequence) and not isinstance(labels, str):
+        values = list(labels)
+    else:
+        raise InvalidInput(f"labels must be None or one class id (or None) per image, got {type(labels).__name__}")
+    if len(values) != n:
+        raise InvalidInput(f"labels must have one class id (or None) per image ({n}), got {len(values)}")
+    known = [i for i, v in enumerate(values) if v is not None and v != -1]
+    out = torch.full((n,), -1, dtype=torch.long, device=device)
+    if known:
+        out[known] = class_tensor([values[i] for i in known], len(known), classes, "labels", device)
+    return out
 
 
 def fool(
@@ -53,106 +112,287 @@ def fool(
     max_batch: int | None = None,
     loss: str = "score",
     precision: str = "fp32",
+    norm: str = "l2-unbounded",
+    eps: Any = None,
+    step_size: float | None = None,
+    random_start: bool = False,
+    restarts: int = 1,
+    momentum: float = 0.0,
+    early_stop: bool = True,
+    seed: Any = 0,
     labels: Any = None,
 ) -> FoolResult:
-    """Adversarial images: normalised-gradient ascent on the target class score until the model
-    predicts it, then ``extra_iters`` more steps (CS231n: lr 1 in normalised space).
+    """Adversarial images, each pushed until the model predicts its target (or, untargeted, any class
+    but its true one) on its 8-bit image, then ``extra_iters`` more steps; images that are done leave
+    the batch (``early_stop=False``: every image runs the whole budget and is judged at its end).
 
-    ``targets``: one class id for all, one per image, or None (untargeted: move away from the true
-    class, ``labels``, where it is known (an id per image, None or -1 where it is not), else from the
-    clean prediction). ``iterations`` counts steps as the reference loop does; an image is done
-    only when its 8-bit rounding (exactly what a PNG stores) is classified as the target after the
-    extra steps: if rounding undoes the attack, stepping goes on. Images that are done leave the
-    batch; ``max_batch`` caps how many run through the model at once (None: ``auto_max_batch``).
+    ``targets``: one class id for all, one per image, or None (untargeted: away from ``labels[i]`` when
+    given, else from the clean prediction). ``labels``: None or one true class (or None) per image.
 
-    ``loss="score"`` ascends the raw target logit (the reference); ``"log_softmax"`` ascends the
-    target's log-probability, which also pushes the other classes down and fools in fewer steps.
-    ``precision="bf16"`` runs the stepping forwards and backwards under bf16 autocast; the
-    predictions that decide success (before, the 8-bit check, after) stay in float32.
+    ``norm="l2-unbounded"`` (default): the reference's normalised-gradient ascent, n ← n + lr·g/‖g‖
+    in normalised space, no budget; at most ``max_iters`` steps to the first success plus the extra
+    steps; the 8-bit rounding is checked when an image is about to leave (if rounding undoes the
+    attack, stepping goes on).
+
+    ``norm="linf"`` / ``"l2"``: PGD in the ball of radius ``eps`` (pixel units; a number, or one per
+    image) around the 8-bit original: x ← Π(x + α·sign(g)) / Π(x + α·g/‖g‖₂), α = ``step_size``
+    (default ε/4), at most ``max_iters`` steps in all. The objective and its gradient are evaluated at
+    the iterate's 8-bit image in the ball (``lattice_linf``/``lattice_l2``: for L∞
+    |q − x0| ≤ ⌊255ε⌋ levels per pixel, for L2 ‖q − x0‖₂ ≤ ε; rounding that would leave the ball rounds
+    towards the original), so every forward is also the success check of exactly what is returned: no
+    extra passes. FGSM is ``norm="linf", max_iters=1, step_size=eps``; ``momentum`` μ > 0 is MI-FGSM
+    (any norm). ``random_start``: uniform in the ball, drawn from ``seed`` (an int: row i uses its own
+    stream; or one seed per image, which makes a batch equal to its images run one at a time).
+    ``restarts`` N: images not fooled are attacked again from a new random start (needs
+    ``random_start``), up to N times; the first success is kept.
+
+    ``loss``: ``score`` (the raw target logit, the reference), ``ce``/``log_softmax`` (−CE of the
+    target: the peers' PGD), ``margin`` (C&W). ``precision="bf16"`` runs the stepping forwards and
+    backwards under bf16 autocast; the predictions that decide success stay float32 on the 8-bit image.
+    ``max_batch`` caps how many images run through the model at once (None: ``auto_max_batch``).
     """
     check_images(images)
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise InvalidInput(f"lr must be a positive number, got {lr!r}")
-    if not isinstance(max_iters, int) or max_iters < 0:
-        raise InvalidInput(f"max_iters must be a non-negative integer, got {max_iters!r}")
-    if not isinstance(extra_iters, int) or extra_iters < 0:
-        raise InvalidInput(f"extra_iters must be a non-negative integer, got {extra_iters!r}")
-    if loss not in ("score", "log_softmax"):
-        raise InvalidInput(f"loss must be 'score' or 'log_softmax', got {loss!r}")
+    _check_int("max_iters", max_iters, 0)
+    _check_int("extra_iters", extra_iters, 0)
+    _check_int("restarts", restarts, 1)
+    if loss not in LOSSES:
+        raise InvalidInput(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+    if norm not in NORMS:
+        raise InvalidInput(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if not (isinstance(momentum, (int, float)) and momentum >= 0 and math.isfinite(momentum)):
+        raise InvalidInput(f"momentum must be a non-negative number, got {momentum!r}")
     check_precision(precision)
+    bounded = norm != "l2-unbounded"
+    if bounded and eps is None:
+        raise InvalidInput(f"eps is required with norm {norm!r}")
+    if not bounded and (eps is not None or step_size is not None or random_start):
+        raise InvalidInput("eps, step_size and random_start need norm 'linf' or 'l2' (l2-unbounded steps by lr)")
+    if restarts > 1 and not random_start:
+        raise InvalidInput("restarts > 1 needs random_start (otherwise every restart repeats the first)")
     device = model_device(model)
-    max_batch = auto_max_batch(device, max_batch)
     x0 = quantize(images.to(device=device, dtype=torch.float32))
     n = x0.shape[0]
-    with torch.no_grad():
-        pred_before = model(x0).argmax(1)
+    eps_rows = per_row(eps, n, "eps", device) if bounded else None
+    if step_size is not None and not (
+        isinstance(step_size, (int, float)) and not isinstance(step_size, bool) and 0 < step_size < math.inf
+    ):
+        raise InvalidInput(f"step_size must be a positive number, got {step_size!r}")
+    seeds = _row_seeds(seed, n)
+    classes = num_classes(model)
     untargeted = targets is None
-    goal = pred_before.clone() if untargeted else class_tensor(targets, n, num_classes(model), "targets", device)
-    if untargeted and labels is not None:
-        known = [-1 if label is None else int(label) for label in labels]
-        if len(known) != n:
-            raise InvalidInput(f"labels must have one entry per image ({n}), got {len(known)}")
-        away = torch.tensor(known, device=device)
-        if bool((away >= num_classes(model)).any()):
-            raise InvalidInput(f"labels must be class ids 0..{num_classes(model) - 1}, got {max(known)}")
-        goal = torch.where(away >= 0, away, goal)
-
+    true = _labels(labels, n, classes, device)
+    goal = true.clone() if untargeted else class_tensor(targets, n, classes, "targets", device)
+    attack = _Attack(
+        model,
+        x0,
+        goal,
+        untargeted,
+        auto_max_batch(device, max_batch),
+        loss,
+        precision,
+        norm,
+        eps_rows,
+        step_size,
+        momentum,
+        lr,
+        max_iters,
+        extra_iters,
+        early_stop,
+    )
+    if random_start:  # the clean prediction: the restarts' forwards start elsewhere
+        with torch.no_grad():
+            attack.pred_before[:] = attack.predict(x0)
+        attack.fill_goal()
+    images_out = x0.clone()
+    fooled = torch.zeros(n, dtype=torch.bool, device=device)
     first_hit = torch.full((n,), -1, dtype=torch.long, device=device)
     pred_after = torch.full((n,), -1, dtype=torch.long, device=device)
-
-    def succeeded(pred: Tensor, rows: Tensor) -> Tensor:
-        return pred != goal[rows] if untargeted else pred == goal[rows]
-
-    def objective(t: int, xa: Tensor, rows: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        with autocast(device, precision):
-            logits = model(xa)
-        logits = logits.float()
-        scores = logits.log_softmax(1) if loss == "log_softmax" else logits
-        score = scores.gather(1, goal[rows, None]).squeeze(1)
-        return (-score if untargeted else score), (logits.detach().argmax(1), xa.detach())
-
-    def stop(t: int, aux: tuple[Tensor, Tensor], rows: Tensor) -> Tensor:
-        pred, xa = aux
-        hit = succeeded(pred, rows)
-        first = first_hit[rows]
-        first = torch.where(hit & (first < 0), torch.full_like(first, t), first)
-        first_hit[rows] = first
-        candidates = hit & (t - first >= extra_iters)
-        settled = torch.zeros_like(hit)
-        if bool(candidates.any()):
-            # The 8-bit check: only what survives rounding counts; otherwise keep stepping.
-            with torch.no_grad():
-                pred_q = model(quantize(xa[candidates])).argmax(1)
-            ok = succeeded(pred_q, rows[candidates])
-            settled[candidates] = ok
-            pred_after[rows[candidates][ok]] = pred_q[ok]
-        gave_up = (first < 0) & (t >= max_iters)
-        return settled | gave_up
-
-    x, passes = ascend(
-        x0,
-        objective,
-        normalized_gradient_step(lr, model.std.pow(2)),
-        max_iters + extra_iters,
-        stop,
-        project=lambda t, xa: xa.clamp_(0, 1),
-        max_batch=max_batch,
-    )
-    adv = quantize(x)
-    unsettled = pred_after < 0
-    if bool(unsettled.any()):
-        with torch.no_grad():
-            pred_after[unsettled] = torch.cat([model(part).argmax(1) for part in adv[unsettled].split(max_batch or n)])
-    fooled = pred_after != goal if untargeted else pred_after == goal
-    delta = (adv - x0).flatten(1)
+    restart_of = torch.zeros(n, dtype=torch.long, device=device)
+    todo = torch.arange(n, device=device)
+    for r in range(restarts):
+        start = None
+        if random_start:
+            assert eps_rows is not None
+            rows_seeds = [(seeds[i] + r * 7919) for i in todo.tolist()]
+            start = attacks.random_start(x0[todo], eps_rows[todo], norm, rows_seeds)
+        adv, hit, first, after = attack.run(todo, start)
+        images_out[todo], fooled[todo], first_hit[todo], pred_after[todo] = adv, hit, first, after
+        restart_of[todo] = r
+        todo = todo[~hit]
+        if todo.numel() == 0:
+            break
+    delta = (images_out - x0).flatten(1)
     return FoolResult(
-        images=adv,
+        images=images_out,
         fooled=fooled,
         iterations=first_hit,
-        pred_before=pred_before,
+        pred_before=attack.pred_before,
         pred_after=pred_after,
         targets=goal,
         l2=delta.norm(dim=1),
         linf=delta.abs().amax(dim=1),
-        passes=passes,
+        passes=attack.passes,
+        eps=None if eps_rows is None else eps_rows.float(),
+        restart=restart_of,
     )
+
+
+class _Attack:
+    """One attack configuration over the batch ``x0``; ``run`` attacks a subset of its rows once."""
+
+    def __init__(
+        self,
+        model: Classifier,
+        x0: Tensor,
+        goal: Tensor,
+        untargeted: bool,
+        max_batch: int | None,
+        loss: str,
+        precision: str,
+        norm: str,
+        eps: Tensor | None,
+        step_size: float | None,
+        momentum: float,
+        lr: float,
+        max_iters: int,
+        extra_iters: int,
+        early_stop: bool,
+    ) -> None:
+        self.model, self.x0, self.goal, self.untargeted = model, x0, goal, untargeted
+        self.max_batch, self.loss, self.precision, self.norm = max_batch, loss, precision, norm
+        self.eps, self.step_size, self.momentum, self.lr = eps, step_size, momentum, lr
+        self.max_iters, self.extra_iters, self.early_stop = max_iters, extra_iters, early_stop
+        self.bounded = norm != "l2-unbounded"
+        n, device = x0.shape[0], x0.device
+        self.pred_before = torch.full((n,), -1, dtype=torch.long, device=device)
+        self.x0_255 = torch.round(x0 * 255)
+        self.levels = levels(eps) if eps is not None and norm == "linf" else None
+        # With bounded norms in float32 the stepping forward is on the 8-bit image and decides success.
+        self.authoritative = self.bounded and precision == "fp32"
+        self.passes = 0
+
+    def predict(self, x: Tensor) -> Tensor:
+        """float32 argmax of the model on x, in chunks of ``max_batch``."""
+        return torch.cat([self.model(part).argmax(1) for part in x.split(self.max_batch or x.shape[0])])
+
+    def fill_goal(self) -> None:
+        """Untargeted rows without a label move away from their clean prediction."""
+        if self.untargeted:
+            unknown = self.goal < 0
+            self.goal[unknown] = self.pred_before[unknown]
+
+    def succeeded(self, pred: Tensor, rows: Tensor) -> Tensor:
+        return pred != self.goal[rows] if self.untargeted else pred == self.goal[rows]
+
+    def lattice(self, x: Tensor, rows: Tensor) -> Tensor:
+        """The 8-bit image of iterate x inside each row's ball."""
+        if self.norm == "linf":
+            assert self.levels is not None
+            return lattice_linf(x, self.x0_255[rows], self.levels[rows])
+        assert self.eps is not None
+        return lattice_l2(x, self.x0_255[rows], self.eps[rows])
+
+    def step_rule(self) -> Step:
+        if not self.bounded:
+            step = normalized_gradient_step(self.lr, self.model.std.pow(2))
+        else:
+            assert self.eps is not None
+            alpha = self.eps / 4 if self.step_size is None else torch.full_like(self.eps, self.step_size)
+            step = signed_step(alpha) if self.norm == "linf" else l2_step(alpha)
+        if self.momentum > 0:
+            step = with_momentum(step, self.momentum, self.x0)
+        if self.bounded:
+            assert self.eps is not None
+            eps, x0 = self.eps, self.x0
+            ball = project_linf if self.norm == "linf" else project_l2
+            step = projected(step, lambda x, rows: ball(x, x0[rows], eps[rows]))
+        return step
+
+    def run(self, rows0: Tensor, start: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Attack the rows ``rows0`` of the batch from ``start`` (default: the originals). Returns per
+        row: the 8-bit image, success, first iteration that succeeded (−1 never), prediction on it."""
+        m = rows0.numel()
+        device = self.x0.device
+        first_hit = torch.full((m,), -1, dtype=torch.long, device=device)
+        pred_after = torch.full((m,), -1, dtype=torch.long, device=device)
+        clean_start = start is None
+        extra, max_iters = self.extra_iters, self.max_iters
+        # local row r of this run is row rows0[r] of the batch
+        goal_rows = rows0
+
+        def objective(t: int, xa: Tensor, rows: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+            batch_rows = goal_rows[rows]
+            with autocast(device, self.precision):
+                logits = self.model(xa)
+            logits = logits.float()
+            pred = logits.detach().argmax(1)
+            if t == 0 and clean_start:  # the first forward is on the 8-bit original: the clean prediction
+                self.pred_before[batch_rows] = pred
+                if self.untargeted:
+                    unknown = self.goal[batch_rows] < 0
+                    self.goal[batch_rows[unknown]] = pred[unknown]
+            value = objective_of(self.loss, logits, self.goal[batch_rows], self.untargeted)
+            return value, (pred, xa.detach())
+
+        def stop(t: int, aux: tuple[Tensor, Tensor], rows: Tensor) -> Tensor:
+            pred, xa = aux
+            batch_rows = goal_rows[rows]
+            hit = self.succeeded(pred, batch_rows)
+            first = first_hit[rows]
+            first = torch.where(hit & (first < 0), torch.full_like(first, t), first)
+            first_hit[rows] = first
+            if self.authoritative:
+                pred_after[rows] = pred
+                if not self.early_stop:
+                    return torch.zeros_like(hit)
+                return hit & (t - first >= extra)
+            if not self.early_stop:
+                return torch.zeros_like(hit)
+            candidates = hit & (t - first >= extra)
+            settled = torch.zeros_like(hit)
+            if bool(candidates.any()):
+                # The 8-bit check (float32): only what survives rounding counts; otherwise keep stepping.
+                image = xa[candidates] if self.bounded else quantize(xa[candidates])
+                with torch.no_grad():
+                    pred_q = self.model(image).argmax(1)
+                ok = self.succeeded(pred_q, batch_rows[candidates])
+                settled[candidates] = ok
+                pred_after[rows[candidates][ok]] = pred_q[ok]
+            if self.bounded:
+                return settled
+            gave_up = (first < 0) & (t >= max_iters)
+            return settled | gave_up
+
+        if self.bounded:
+            iters = max_iters
+        else:
+            iters = max_iters + extra if self.early_stop else max_iters
+        x_start = self.x0[rows0] if start is None else start
+        x, passes = ascend(
+            x_start,
+            objective,
+            self.step_rule_for(rows0),
+            iters,
+            stop,
+            project=None if self.bounded else (lambda t, xa: xa.clamp_(0, 1)),
+            max_batch=self.max_batch,
+            evaluate_at=(lambda xa, rows: self.lattice(xa, goal_rows[rows])) if self.bounded else None,
+        )
+        self.passes += passes
+        adv = self.lattice(x, rows0) if self.bounded else quantize(x)
+        unsettled = pred_after < 0
+        if bool(unsettled.any()):
+            with torch.no_grad():
+                pred_after[unsettled] = self.predict(adv[unsettled])
+        return adv, self.succeeded(pred_after, rows0), first_hit, pred_after
+
+    def step_rule_for(self, rows0: Tensor) -> Step:
+        """The step rule on local rows (``ascend`` numbers the rows of this run from 0)."""
+        step = self.step_rule()
+
+        def local(t: int, x: Tensor, grad: Tensor, rows: Tensor) -> Tensor:
+            return step(t, x, grad, rows0[rows])
+
+        return local

@@ -26,6 +26,8 @@ Step = Callable[[int, Tensor, Tensor, Tensor], Tensor]
 StopRule = Callable[[int, Any, Tensor], Tensor]
 # (t, x_active) -> x_active after projection (clamp, blur); runs after each step
 Projection = Callable[[int, Tensor], Tensor]
+# (x_active, rows) -> the point where the objective and its gradient are evaluated for the iterate
+EvaluateAt = Callable[[Tensor, Tensor], Tensor]
 
 
 def input_gradient(objective: Tensor, x: Tensor) -> Tensor:
@@ -42,6 +44,7 @@ def ascend(
     stop: StopRule | None = None,
     project: Projection | None = None,
     max_batch: int | None = None,
+    evaluate_at: EvaluateAt | None = None,
 ) -> tuple[Tensor, int]:
     """The one ascent loop shared by the jobs. Returns (x after the loop, forward+backward passes).
 
@@ -51,6 +54,11 @@ def ascend(
     step. Without one, exactly ``iters`` steps run on every sample. A chunk that runs out of GPU
     memory is split in two and run again (stop rules must tolerate being asked twice for the same t),
     and later iterations keep the smaller size: on a GPU the whole batch is tried first.
+
+    ``evaluate_at`` (default: the iterate itself) gives the point where the objective and its gradient
+    are taken for each iterate, the step still applying to the iterate: fool's ε-attacks evaluate at
+    the iterate's 8-bit image (a straight-through step), so each forward is also the success check of
+    exactly what would be saved.
     """
     x = x0.detach().clone()
     rows = torch.arange(x.shape[0], device=x.device)
@@ -58,7 +66,9 @@ def ascend(
 
     def run_chunk(t: int, part: Tensor) -> Tensor | None:
         """Objective, stop rule and step for the rows ``part``; returns the rows still active."""
-        xa = x[part].requires_grad_(True)
+        iterate = x[part]
+        xa = (iterate if evaluate_at is None else evaluate_at(iterate, part)).requires_grad_(True)
+        current = xa.detach() if evaluate_at is None else iterate
         value, aux = objective(t, xa, part)
         keep = None
         if stop is not None:
@@ -67,7 +77,6 @@ def ascend(
                 return None
             value = value[keep]
         grad = input_gradient(value, xa)
-        current = xa.detach()
         if keep is not None and not bool(keep.all()):
             grad, current, part = grad[keep], current[keep], part[keep]
         with torch.no_grad():
