@@ -167,7 +167,7 @@ def reexec_in_peers_venv(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> Report | int:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = base_parser(__doc__.splitlines()[0], quiet_wait=20.0)
     parser.add_argument("--trials", type=int, default=2, help="interleaved timed rounds; best is kept")
     parser.add_argument("--repeat", type=int, default=3, help="the larger set: val25 × K (75 images)")
     parser.add_argument("--targets", default="6,100,300", help="targets of the copies, in turn")
@@ -175,7 +175,6 @@ def main(argv: list[str] | None = None) -> Report | int:
     parser.add_argument(
         "--repeated-attacks", default="linf", help="attacks run on the larger set (comma list; default PGD L∞ only)"
     )
-    parser.add_argument("--quiet-wait", type=float, default=20.0, help="CPU: wait ≤ s for quiet before a round")
     parser.add_argument("--limit", type=int, default=None, help="only the first N val images (a smoke run)")
     args = parser.parse_args(argv)
     try:

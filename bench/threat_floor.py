@@ -23,12 +23,13 @@ if __package__ in (None, ""):
 
 import torch
 
-from bench.bench_fool import best_times, forward_fn, interpolate, measuring_grid, pass_fn
+from bench.bench_fool import forward_fn, interpolate, measuring_grid, pass_fn
 from bench.common import (
     TARGET_CLASS,
     Report,
     Table,
     base_parser,
+    best_times,
     environment,
     finish,
     load_model,
@@ -98,10 +99,9 @@ def in_situ(model: Any, fn: Any, device: torch.device) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> Report:
-    parser = base_parser(__doc__.splitlines()[0])
+    parser = base_parser(__doc__.splitlines()[0], quiet_wait=30.0)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--pass-repeat", type=int, default=5)
-    parser.add_argument("--quiet-wait", type=float, default=30.0)
     parser.add_argument("--tries", type=int, default=1, help="runs per trial while disturbed (measure_settled)")
     parser.add_argument("--only", default=None, help="comma list of config prefixes (reference, PGD linf, PGD l2)")
     args = parser.parse_args(argv)
