@@ -66,7 +66,7 @@ def round8(x: torch.Tensor) -> torch.Tensor:
 
 def peer_network(model: Any, device: torch.device) -> torch.nn.Module:
     """torchvision's SqueezeNet 1.1 (same weights) behind ImageNet normalisation, NCHW, eval mode."""
-    from bench.bench_fool import raw_network
+    from bench.common import raw_network
     from bench.peer_torchattacks import Normalized
 
     return Normalized(raw_network(device), model.mean, model.std).eval()
