@@ -141,7 +141,11 @@ def build_parser(jobs: Mapping[str, Job] | None = None) -> argparse.ArgumentPars
     worker = commands.add_parser("worker", help="run a Celery worker for the configured broker")
     worker.add_argument("--concurrency", type=_positive_int, default=1, help="pool processes (one per GPU)")
     worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queues (default %(default)s)")
-    worker.add_argument("-n", "--name", help="worker node name, unique per machine (default celery@<host>)")
+    worker.add_argument(
+        "-n",
+        "--name",
+        help="worker node name, unique per machine (default ascent-[gpu<i>-]<pid>@<host>, i from CUDA_VISIBLE_DEVICES)",
+    )
     worker.add_argument("--loglevel", default="INFO", help="log level (default %(default)s)")
     worker.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL)")
     worker.add_argument("--store", help="store URI (default: ASCENT_STORE)")

@@ -346,6 +346,13 @@ def collect(
 # --- terminal -----------------------------------------------------------------------------------
 
 
+def _reason(failure: Mapping[str, Any]) -> str:
+    """A failure's error without the ``item <id> (<source>): `` it starts with (the line names both)."""
+    error = str(failure.get("error"))
+    prefix = f"item {failure['item_id']} ({failure.get('source')}): "
+    return error[len(prefix) :] if error.startswith(prefix) else error
+
+
 def format_summary(summary: Mapping[str, Any], max_failures: int = 10, jobs: Mapping[str, Job] | None = None) -> str:
     """A few lines for the terminal: counts, the job's headline numbers, failures, the report."""
     s = summary
@@ -359,7 +366,7 @@ def format_summary(summary: Mapping[str, Any], max_failures: int = 10, jobs: Map
     if failures:
         lines.append(f"failures ({len(failures)}):")
         lines.extend(
-            f"  {f['item_id']} {f.get('original') or f['source']}: {f['error']}" for f in failures[:max_failures]
+            f"  {f['item_id']} {f.get('original') or f['source']}: {_reason(f)}" for f in failures[:max_failures]
         )
         if len(failures) > max_failures:
             lines.append(f"  ... and {len(failures) - max_failures} more (see items.jsonl)")

@@ -113,20 +113,22 @@ class Worker:
 
 class Workers:
     """``ascent worker --concurrency 1 -n NAME@%h`` processes, started separately, each in its own
-    process group (stopped with SIGTERM, then SIGKILL)."""
+    process group (stopped with SIGTERM, then SIGKILL). With ``named=False`` they are started without
+    ``-n`` (``names`` then only name their logs) and take their default names, ``ascent-<pid>@<host>``."""
 
-    def __init__(self, names: list[str], env: dict[str, str], logs: Path, cwd: Path) -> None:
+    def __init__(self, names: list[str], env: dict[str, str], logs: Path, cwd: Path, named: bool = True) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         self.broker_url = env["ASCENT_BROKER_URL"]
         self.workers: list[Worker] = []
         for name in names:
             log = logs / f"{name}.log"
             with open(log, "ab") as out:
-                argv = [sys.executable, "-m", "ascent.producer", "worker", "--concurrency", "1", "-n", f"{name}@%h"]
+                argv = [sys.executable, "-m", "ascent.producer", "worker", "--concurrency", "1"]
+                argv += ["-n", f"{name}@%h"] if named else []
                 proc = subprocess.Popen(
                     argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
                 )
-            self.workers.append(Worker(name, proc, log))
+            self.workers.append(Worker(name if named else f"ascent-{proc.pid}", proc, log))
 
     @property
     def nodes(self) -> set[str]:

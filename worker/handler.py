@@ -95,6 +95,10 @@ class ShardContext:
 
 
 def _item_error(item: Item, reason: str) -> str:
+    """``item <id> (<source>): <reason>``, the source named once (readers start their reasons with it)."""
+    for name in (item.source, item.original):
+        if name and reason.startswith(f"{name}: "):
+            reason = reason[len(name) + 2 :]
     return f"item {item.item_id} ({item.source}): {reason}"
 
 
