@@ -328,3 +328,61 @@ def _llen(url: str, queue: str) -> int:
         return int(client.llen(queue))
     finally:
         client.close()
+
+
+# ----------------------------------------------------------------------------- report polish
+
+
+def test_an_interrupted_fool_run_names_its_target_and_an_image_not_fooled_shows_no_iteration_count(capsys):
+    from ascent.producer.collector import collect, format_summary
+    from ascent.shared.jobs import get_job
+
+    store = MemoryStore(uuid.uuid4().hex)
+    make_run(store, "r", [None, None])  # nothing recorded yet
+    assert "fooled 0/0 (-) towards 6 stingray" in format_summary(collect(store, "r"))
+
+    row = {"item_id": "000001", "source": "file:///x/a.png", "fooled": False, "iterations": -1, "l2": 0.1}
+    tile = get_job("fool").tile(row, _NoMedia(), _imagenet(), None)
+    assert "not fooled" in tile and "-1" not in tile and "iteration" not in tile
+    fooled = get_job("fool").tile({**row, "fooled": True, "iterations": 12}, _NoMedia(), _imagenet(), None)
+    assert "12 iterations" in fooled
+
+
+def test_an_unlabelled_saliency_run_says_what_its_maps_show_and_the_maps_are_not_near_black():
+    import torch
+
+    from ascent.shared.jobs import get_job
+    from ascent.shared.tensors import map_to_uint8
+
+    cards = get_job("saliency").headline({"n_labelled": 0, "accuracy": None, "n_correct": 0, "predictions": [1, 2]})
+    assert [(c.value, c.label) for c in cards] == [("2", "maps of the predicted class (no labels)")]
+
+    peaky = torch.rand(1, 32, 32) * 0.01
+    peaky[0, 3, 3] = 1.0  # one pixel dominates, as in real saliency maps
+    image = map_to_uint8(peaky)
+    assert image.max() == 255 and np.median(image) > 60  # scaled by its maximum the median would be ~1
+
+
+def test_long_sources_are_shortened_to_whole_path_segments_without_dot_dot():
+    from ascent.shared.html import short_source, source_span
+
+    uri = "file:///work/wt-ops/../shared/assets/cs231n/datasets/some-long-folder-name/imagenet_val_25.npz#3"
+    short = short_source(uri, limit=60)
+    assert short == "…/datasets/some-long-folder-name/imagenet_val_25.npz#3"
+    assert short_source("file:///a/../b/c.png") == "/b/c.png"
+    span = source_span({"source": uri})
+    assert "white-space:nowrap" in span and f'title="{uri}"' in span and "../" not in span.split(">", 1)[1]
+
+
+class _NoMedia:
+    def input(self, item_id: str) -> None:
+        return None
+
+    def output(self, item_id: str) -> None:
+        return None
+
+
+def _imagenet():
+    from ascent.shared.catalog import imagenet
+
+    return imagenet()
