@@ -7,6 +7,7 @@
     ascent worker [--concurrency N] [--queues Q]    a Celery worker for ASCENT_BROKER_URL
     ascent flower [--port P] [--address A]          Flower for ASCENT_BROKER_URL
     ascent resume RUN_ID                            re-enqueue every shard without a record
+    ascent runs | cancel RUN_ID | classes [PATTERN] | exporter [--port P]   operate runs (producer.operate)
 
 The jobs and their options come from the registry (``ascent.shared.jobs``: ``ascent run fool --help``
 lists fool's). ``ascent run`` with no broker configured (neither ``ASCENT_BROKER_URL`` nor ``--broker``)
@@ -26,6 +27,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ascent.producer import operate
 from ascent.producer.build import DEFAULT_SHARD_SIZE, PROG
 from ascent.producer.commands import COMMANDS, EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, note
 from ascent.producer.options import add_job_options
@@ -139,7 +141,11 @@ def build_parser(jobs: Mapping[str, Job] | None = None) -> argparse.ArgumentPars
     worker = commands.add_parser("worker", help="run a Celery worker for the configured broker")
     worker.add_argument("--concurrency", type=_positive_int, default=1, help="pool processes (one per GPU)")
     worker.add_argument("--queues", default=DEFAULT_QUEUE, help="comma-separated queues (default %(default)s)")
-    worker.add_argument("-n", "--name", help="worker node name, unique per machine (default celery@<host>)")
+    worker.add_argument(
+        "-n",
+        "--name",
+        help="worker node name, unique per machine (default ascent-[gpu<i>-]<pid>@<host>, i from CUDA_VISIBLE_DEVICES)",
+    )
     worker.add_argument("--loglevel", default="INFO", help="log level (default %(default)s)")
     worker.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL)")
     worker.add_argument("--store", help="store URI (default: ASCENT_STORE)")
@@ -169,6 +175,7 @@ def build_parser(jobs: Mapping[str, Job] | None = None) -> argparse.ArgumentPars
         "--shard-items", type=_positive_int, default=1000, help="items per webdataset tar (default %(default)s)"
     )
 
+    operate.add_commands(commands, _run_id_command)
     resume.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL; unset: embedded)")
     resume.add_argument("--workers", type=_positive_int, default=1, help="local workers without a broker")
     resume.add_argument("--timeout", type=_positive_float, help="without a broker: give up waiting after this")
@@ -192,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, _terminate)
     try:
         settings = settings.with_overrides(broker=getattr(args, "broker", None), store=getattr(args, "store", None))
-        return COMMANDS[args.command](args, settings)
+        return {**COMMANDS, **operate.COMMANDS}[args.command](args, settings)
     except InvalidInput as exc:
         note(f"error: {exc}")
         return EXIT_USAGE

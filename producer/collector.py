@@ -16,11 +16,12 @@ from typing import Any
 
 from ascent.producer.report import render_report
 from ascent.shared.catalog import ClassCatalog, classes_of
+from ascent.shared.control import read_progress
 from ascent.shared.errors import InvalidInput, NotFoundInStore, TransientError
 from ascent.shared.jobs import get_job
 from ascent.shared.jobs.base import Job
 from ascent.shared.keys import RunKeys
-from ascent.shared.records import DONE, FAILED, PENDING, ShardRecord, json_safe
+from ascent.shared.records import CANCELLED, DONE, FAILED, PENDING, STATUSES, ShardRecord, json_safe
 from ascent.shared.settings import Settings
 from ascent.shared.sources import SourceReader
 from ascent.shared.spec import JobSpec, Manifest
@@ -29,14 +30,16 @@ from ascent.shared.store import Store
 # --- reading ------------------------------------------------------------------------------------
 
 
-def read_records(store: Store, run_id: str, unreadable: list[str] | None = None) -> list[dict[str, Any]]:
+def read_records(
+    store: Store, run_id: str, unreadable: list[str] | None = None, shards: list[ShardRecord] | None = None
+) -> list[dict[str, Any]]:
     """Every item record of the run as a row, one per item_id, sorted by item_id.
 
     A shard recorded twice (redelivery) or an item retried in another shard counts once: a "done"
     record wins over a "failed" one, otherwise the later ``written_at``. Each row gets the
     ``shard_id``, ``written_at`` and (when known) ``worker`` of the shard record that carried it. A
     record that cannot be read or parsed is skipped (its items stay pending) and, with ``unreadable``,
-    noted there as "key: reason".
+    noted there as "key: reason". With ``shards``, the shard records read are appended there.
     """
     keys = RunKeys(run_id)
     rows = []
@@ -49,6 +52,8 @@ def read_records(store: Store, run_id: str, unreadable: list[str] | None = None)
             if unreadable is not None:
                 unreadable.append(f"{key}: {exc}")
             continue
+        if shards is not None:
+            shards.append(record)
         for item in record.items:
             row = item.to_dict()
             row.setdefault("shard_id", record.shard_id)
@@ -60,11 +65,11 @@ def read_records(store: Store, run_id: str, unreadable: list[str] | None = None)
 
 
 def dedupe(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One record per item_id (done beats failed, then later ``written_at``, then later in the input),
-    sorted by item_id. Rows that are not results (status "pending") are dropped."""
+    """One record per item_id (done beats failed and cancelled, then later ``written_at``, then later in
+    the input), sorted by item_id. Rows that are not results (status "pending") are dropped."""
     best: dict[str, dict[str, Any]] = {}
     for record in records:
-        if record.get("status") not in (DONE, FAILED):
+        if record.get("status") not in STATUSES:
             continue
         current = best.get(record["item_id"])
         if current is None or _preference(record) >= _preference(current):
@@ -107,11 +112,42 @@ def _unexpected_ids(manifest: Manifest, records: Iterable[Mapping[str, Any]]) ->
 # --- progress -----------------------------------------------------------------------------------
 
 
+class UnknownRun(NotFoundInStore):
+    """No run of that id in the store (exit status 1, like any store error)."""
+
+
+def read_manifest(store: Store, run_id: str) -> Manifest:
+    """The run's manifest; raises UnknownRun (naming the run, the store and the way to list runs)."""
+    key = RunKeys(run_id).manifest
+    if not store.exists(key):
+        raise UnknownRun(f"no run {run_id!r} in store {store.uri} (`ascent runs` lists them)")
+    return Manifest.from_dict(store.get_json(key))
+
+
+@dataclass(frozen=True)
+class WorkerStat:
+    """One worker's part in a run: recorded ``items``, ``seconds`` busy on them, when it was last
+    heard of (wall time) and the shards it is running now."""
+
+    name: str
+    items: int
+    seconds: float
+    last_seen: float
+    running: int = 0
+
+    @property
+    def rate(self) -> float | None:
+        """Images per second while busy, None before its first record."""
+        return self.items / self.seconds if self.items and self.seconds > 0 else None
+
+
 @dataclass(frozen=True)
 class Progress:
-    """How far a run is: ``total`` items in the manifest, of which ``done``/``failed`` are recorded.
+    """How far a run is: ``total`` items in the manifest, of which ``done``/``failed``/``cancelled``
+    are recorded. ``in_flight``: the items running shards are through, as their workers estimate.
 
-    ``workers`` counts recorded items per worker name (empty when records do not name workers).
+    ``workers`` counts recorded items per worker name (empty when records do not name workers);
+    ``fleet`` has each worker's numbers; ``started_at`` is when the first shard started (wall time).
     """
 
     run_id: str
@@ -121,11 +157,21 @@ class Progress:
     pending: int
     workers: dict[str, int] = field(default_factory=dict)
     unreadable: tuple[str, ...] = ()
+    cancelled: int = 0
+    in_flight: float = 0.0
+    fleet: tuple[WorkerStat, ...] = ()
+    cancel_requested: bool = False
+    started_at: float | None = None
 
     @property
     def finished(self) -> int:
-        """Items with a result, done or failed."""
-        return self.done + self.failed
+        """Items with a result, done, failed or cancelled."""
+        return self.done + self.failed + self.cancelled
+
+    @property
+    def estimate(self) -> float:
+        """Items through: recorded ones plus the running shards' estimates (at most ``total``)."""
+        return min(float(self.total), self.finished + self.in_flight)
 
     @property
     def complete(self) -> bool:
@@ -138,13 +184,52 @@ def _counts(rows: list[dict[str, Any]]) -> tuple[Counter[str], dict[str, int]]:
     return status, dict(sorted(workers.items()))
 
 
+def _fleet(shards: list[ShardRecord], markers: Mapping[str, Mapping[str, Any]]) -> tuple[WorkerStat, ...]:
+    stats: dict[str, list[float]] = {}  # name -> [items, seconds, last seen, running]
+    for shard in shards:
+        if shard.worker is None:
+            continue
+        seconds = shard.info.get("seconds")
+        stat = stats.setdefault(shard.worker, [0, 0.0, 0.0, 0])
+        stat[0] += len(shard.items)
+        stat[1] += float(seconds) if isinstance(seconds, (int, float)) else 0.0
+        stat[2] = max(stat[2], shard.written_at)
+    for marker in markers.values():
+        stat = stats.setdefault(str(marker.get("worker")), [0, 0.0, 0.0, 0])
+        at = marker.get("at")
+        stat[2] = max(stat[2], float(at) if isinstance(at, (int, float)) else 0.0)
+        stat[3] += 1
+    return tuple(WorkerStat(n, int(s[0]), s[1], s[2], int(s[3])) for n, s in sorted(stats.items()))
+
+
+def _started_at(shards: list[ShardRecord], markers: Mapping[str, Mapping[str, Any]]) -> float | None:
+    starts = [s.written_at - float(s.info.get("seconds") or 0.0) for s in shards]
+    starts += [float(m["started_at"]) for m in markers.values() if isinstance(m.get("started_at"), (int, float))]
+    return min(starts) if starts else None
+
+
 def progress(store: Store, run_id: str) -> Progress:
-    """Read the manifest and the records; counts only items the manifest names."""
-    manifest = Manifest.from_dict(store.get_json(RunKeys(run_id).manifest))
+    """Read the manifest, the records and the running shards' progress markers; counts only items
+    the manifest names. Raises UnknownRun for a run that is not in the store."""
+    manifest = read_manifest(store, run_id)
     unreadable: list[str] = []
-    status, workers = _counts(item_table(manifest, read_records(store, run_id, unreadable)))
-    counts = (status[DONE], status[FAILED], status[PENDING])
-    return Progress(run_id, sum(status.values()), *counts, workers, tuple(unreadable))
+    shards: list[ShardRecord] = []
+    status, workers = _counts(item_table(manifest, read_records(store, run_id, unreadable, shards)))
+    markers = read_progress(store, run_id, skip={s.shard_id for s in shards}) if status[PENDING] else {}
+    return Progress(
+        run_id,
+        sum(status.values()),
+        status[DONE],
+        status[FAILED],
+        status[PENDING],
+        workers,
+        tuple(unreadable),
+        cancelled=status[CANCELLED],
+        in_flight=sum(float(m.get("finished") or 0.0) for m in markers.values()),
+        fleet=_fleet(shards, markers),
+        cancel_requested=store.exists(RunKeys(run_id).cancel),
+        started_at=_started_at(shards, markers),
+    )
 
 
 # --- summary ------------------------------------------------------------------------------------
@@ -174,9 +259,10 @@ def summarize(
         "model": spec.model,
         "params": spec.params.to_dict(),
         "n_items": len(rows),
-        "n_recorded": status[DONE] + status[FAILED],
+        "n_recorded": status[DONE] + status[FAILED] + status[CANCELLED],
         "n_done": status[DONE],
         "n_failed": status[FAILED],
+        "n_cancelled": status[CANCELLED],
         "n_pending": status[PENDING],
         "failures": [
             {
@@ -192,7 +278,9 @@ def summarize(
         "unexpected_items": _unexpected_ids(manifest, items),
         "unreadable_records": list(unreadable or []),
     }
-    summary.update(get_job(spec.kind, jobs).summarize(spec, rows, classes or run_classes(spec)))
+    # A cancelled item was never run: the job's numbers are over the others (as if it had not been asked).
+    ran = [r for r in rows if r["status"] != CANCELLED]
+    summary.update(get_job(spec.kind, jobs).summarize(spec, ran, classes or run_classes(spec)))
     return json_safe(summary)
 
 
@@ -238,8 +326,8 @@ def collect(
     report URL are presigned (``store.url(key, expires=presign)``), which of course differ per call.
     """
     keys = RunKeys(run_id)
+    manifest = read_manifest(store, run_id)
     spec = JobSpec.from_dict(store.get_json(keys.spec), jobs)
-    manifest = Manifest.from_dict(store.get_json(keys.manifest))
     unreadable: list[str] = []
     records = read_records(store, run_id, unreadable)
     if presign is not None:
@@ -258,19 +346,27 @@ def collect(
 # --- terminal -----------------------------------------------------------------------------------
 
 
+def _reason(failure: Mapping[str, Any]) -> str:
+    """A failure's error without the ``item <id> (<source>): `` it starts with (the line names both)."""
+    error = str(failure.get("error"))
+    prefix = f"item {failure['item_id']} ({failure.get('source')}): "
+    return error[len(prefix) :] if error.startswith(prefix) else error
+
+
 def format_summary(summary: Mapping[str, Any], max_failures: int = 10, jobs: Mapping[str, Job] | None = None) -> str:
     """A few lines for the terminal: counts, the job's headline numbers, failures, the report."""
     s = summary
     lines = [
         f"run {s['run_id']} ({s['kind']}, {s['model']}): {s['n_items']} items, {s['n_done']} done, "
         f"{s['n_failed']} failed, {s['n_pending']} pending"
+        + (f", {s['n_cancelled']} cancelled" if s.get("n_cancelled") else "")
     ]
     lines += get_job(s["kind"], jobs).summary_lines(s)
     failures = s["failures"]
     if failures:
         lines.append(f"failures ({len(failures)}):")
         lines.extend(
-            f"  {f['item_id']} {f.get('original') or f['source']}: {f['error']}" for f in failures[:max_failures]
+            f"  {f['item_id']} {f.get('original') or f['source']}: {_reason(f)}" for f in failures[:max_failures]
         )
         if len(failures) > max_failures:
             lines.append(f"  ... and {len(failures) - max_failures} more (see items.jsonl)")

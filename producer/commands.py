@@ -167,13 +167,19 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     """Replace this process with ``python -m ascent.worker`` (the producer never imports the worker)."""
     _broker_required(settings)
     argv = [sys.executable, "-m", "ascent.worker", "--concurrency", str(args.concurrency), "--queues", args.queues]
-    argv += ["--loglevel", args.loglevel]
-    if args.name:
-        argv += ["--name", args.name]
+    argv += ["--loglevel", args.loglevel, "--name", args.name or default_worker_name()]
     env = dict(os.environ, ASCENT_BROKER_URL=str(settings.broker_url), ASCENT_STORE=settings.store)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)
+
+
+def default_worker_name(pid: int | None = None) -> str:
+    """``ascent-<pid>@%h``, or ``ascent-gpu<i>-<pid>@%h`` for a worker given GPU i by CUDA_VISIBLE_DEVICES:
+    unique per machine, so two workers started without ``-n`` are two nodes in Flower, not one."""
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    gpu = f"gpu{''.join(c for c in gpus if c.isalnum() or c == '-')}-" if gpus and gpus != "-1" else ""
+    return f"ascent-{gpu}{os.getpid() if pid is None else pid}@%h"
 
 
 def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:

@@ -48,19 +48,25 @@ def wait_for_run(
 
     started = last_move = last_probe = time.monotonic()
     state = progress(store, run_id)
+    last_finished = state.finished
     problem: str | None = None
+    # The bar counts recorded items plus what running shards report (``Progress.estimate``), so it
+    # moves per image, with tqdm's rate and ETA; at most one refresh per poll, on a terminal or not.
     with tqdm(
         total=state.total,
         unit="item",
         desc=run_id,
         file=sys.stderr,
         dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 5.0,
+        mininterval=poll,
     ) as bar:
         while True:
             now = time.monotonic()
-            if state.finished != bar.n:
-                bar.update(state.finished - bar.n)
+            through = int(state.estimate)
+            if through > bar.n:
+                bar.update(through - bar.n)
+                last_move, problem = now, None
+            elif state.finished != last_finished:
                 last_move, problem = now, None
             elif now - max(last_move, last_probe) > STALL_SECONDS:
                 last_probe = now
@@ -68,12 +74,15 @@ def wait_for_run(
                 if found and found != problem:
                     bar.write(f"ascent: the store cannot be written ({found}); the workers retry until it can")
                 problem = found
-            if state.failed or problem:
-                extra = {"store": "full/unwritable"} if problem else {}
+            last_finished = state.finished
+            if state.failed or state.cancelled or problem:
+                extra: dict[str, object] = {"store": "full/unwritable"} if problem else {}
+                extra |= {"cancelled": state.cancelled} if state.cancelled else {}
                 bar.set_postfix(failed=state.failed, **extra, refresh=False)
             if state.failed:
                 check_run_failure(store, run_id)
             if state.complete:
+                bar.update(state.total - bar.n)
                 return state
             if timeout is not None and now - started > timeout:
                 why = f"; the store cannot be written: {problem}" if problem else ""
@@ -87,12 +96,30 @@ def wait_for_run(
             state = progress(store, run_id)
 
 
-def print_progress(state: Progress, store_problem: str | None = None) -> None:
+def print_progress(state: Progress, store_problem: str | None = None, now: float | None = None) -> None:
+    """The status lines: counts, rate and ETA, and one line per worker (items, images/s, last seen)."""
+    now = time.time() if now is None else now
     counts = f"{state.total} items, {state.done} done, {state.failed} failed, {state.pending} pending"
+    counts += f", {state.cancelled} cancelled" if state.cancelled or state.cancel_requested else ""
     print(f"run {state.run_id}: {counts}")
+    if state.cancel_requested and not state.complete:
+        print("cancel requested: the workers record what is left cancelled")
+    if not state.complete and state.started_at is not None and now > state.started_at:
+        rate = state.estimate / (now - state.started_at)
+        eta = f", ETA {_duration((state.total - state.estimate) / rate)}" if rate > 0 else ""
+        print(f"progress: {state.estimate:.0f}/{state.total} items, {rate:.2f} images/s{eta}")
     if store_problem:
         print(f"store: full or unwritable ({store_problem}); workers retry until it can be written")
     for key in state.unreadable:
         print(f"unreadable record (its items count as pending): {key}")
-    for worker, n in state.workers.items():
-        print(f"  {worker}: {n} items")
+    for w in state.fleet:
+        speed = "-" if w.rate is None else f"{w.rate:.2f}"
+        busy = f", running {w.running} shard(s)" if w.running else ""
+        print(f"  {w.name}: {w.items} items, {speed} images/s, last seen {_duration(now - w.last_seen)} ago{busy}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds < 7200 else f"{seconds // 3600}h{seconds // 60 % 60:02d}m"

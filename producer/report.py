@@ -92,7 +92,8 @@ def _failures_table(failures: list[Mapping[str, Any]]) -> str:
 def _headline(summary: Mapping[str, Any], job: Job) -> str:
     s = summary
     cards = job.headline(s)
-    counts = [Card(str(s[k]), k[2:]) for k in ("n_items", "n_done", "n_failed", "n_pending")]
+    names = ("n_items", "n_done", "n_failed", "n_pending", *(("n_cancelled",) if s.get("n_cancelled") else ()))
+    counts = [Card(str(s[k]), k[2:]) for k in names]
     ordered = cards[:1] + counts + cards[1:] if cards and cards[0].big else counts + cards
     return f'<div class="cards">{"".join(c.html() for c in ordered)}</div>'
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ def plan_run(spec: JobSpec, items: Sequence[Item], shard_size: int) -> Manifest:
         Shard(shard_id(k), tuple(items[start : start + shard_size]))
         for k, start in enumerate(range(0, len(items), shard_size))
     )
-    return Manifest(spec.run_id, shards)
+    return Manifest(spec.run_id, shards, created_at=round(time.time(), 3))
 
 
 def run_exists(store: Store, run_id: str) -> bool:

@@ -101,9 +101,12 @@ class ClassCatalog:
         if hits:
             shown = ", ".join(f"{i} {self.names[i]!r}" for i in hits[:8])
             raise InvalidInput(f"class name {value!r} is ambiguous: {shown}")
-        close = difflib.get_close_matches(wanted, lowered, n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(repr(self.names[lowered.index(c)]) for c in close)}?" if close else ""
-        raise InvalidInput(f"unknown class name {value!r} (give an id 0..{last} or a class name{hint})")
+        close = difflib.get_close_matches(wanted, lowered, n=3, cutoff=0.75)
+        hint = f": did you mean {' or '.join(repr(self.names[lowered.index(c)]) for c in close)}?" if close else ""
+        raise InvalidInput(
+            f"unknown class name {value!r}{hint} (give an id 0..{last} or a class name; "
+            "`ascent classes PATTERN` lists the names that contain PATTERN)"
+        )
 
     def lookup(self, name: str) -> int | None:
         """The id of a class given exactly (case-insensitive) or by its id; None otherwise (no prefixes:

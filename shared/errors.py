@@ -54,3 +54,7 @@ class StoreUnavailable(TransientError):
 
 class AlreadyExists(StoreError):
     """A conditional write found the key already there (permanent for that key)."""
+
+
+class RunCancelled(AscentError):
+    """The run was cancelled (``ascent cancel``): the work in hand stops and is recorded cancelled."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import html
 import io
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import numpy as np
 from PIL import Image
@@ -57,12 +59,30 @@ class Card:
         return f'<div class="card{big}"><div class=v>{self.value}</div><div class=k>{self.label}</div></div>'
 
 
-def source_span(item: Mapping[str, Any], limit: int = 80) -> str:
-    """The item's source as the user named it, shortened in the middle when long, escaped; the full
-    text in a tooltip."""
+def short_source(source: str, limit: int = 60) -> str:
+    """A source for people: a ``file://`` URI as its path with ``..`` resolved (and its ``#row``); when
+    longer than ``limit``, its last whole path segments after ``…/`` (never cut inside a name)."""
+    text = source
+    if text.startswith("file://"):
+        parsed = urlsplit(text)
+        text = posixpath.normpath(unquote(parsed.path)) + (f"#{parsed.fragment}" if parsed.fragment else "")
+    if len(text) <= limit:
+        return text
+    parts = text.split("/")
+    short = parts[-1]
+    for part in reversed(parts[:-1]):
+        if not part or len(part) + len(short) + 3 > limit:
+            break
+        short = f"{part}/{short}"
+    return f"…/{short}"
+
+
+def source_span(item: Mapping[str, Any], limit: int = 60) -> str:
+    """The item's source as the user named it, shortened (``short_source``), escaped, on one line; the
+    full text in a tooltip."""
     source = str(item.get("original") or item.get("source") or "")
-    short = source if len(source) <= limit else source[: limit // 2 - 1] + "…" + source[-(limit // 2) :]
-    return f'<span class="muted" title="{esc(source)}">{esc(short)}</span>'
+    short = esc(short_source(source, limit))
+    return f'<span class="muted" style="white-space:nowrap" title="{esc(source)}">{short}</span>'
 
 
 def link(url: Any, text: str) -> str:

@@ -9,6 +9,8 @@ Layout under ``runs/<run_id>/``:
     inputs/<name>.png               other inputs of the run (style images: style-<k>)
     outputs/<item_id>.png           results (8-bit exact)
     attempts/<shard_id>/<n>.json    one marker per attempt that has not returned (workers that died)
+    progress/<shard_id>.json        how far a running shard is (worker, items, estimate), rewritten as it goes
+    cancel.json                     the cancel marker (``ascent cancel``): workers stop the run's work
     records/<shard_id>.json         per-shard record of every item, written last (the commit marker)
     summary.json, items.jsonl, report.html   written by the collector
 """
@@ -59,6 +61,7 @@ class RunKeys:
     items = _run_file("items.jsonl")
     report = _run_file("report.html")
     failure = _run_file("failure.json")  # why the whole run cannot go on (a model that does not load)
+    cancel = _run_file("cancel.json")  # the run was cancelled: workers record what is left cancelled
 
     @property
     def records(self) -> str:
@@ -77,6 +80,14 @@ class RunKeys:
     def attempts(self, shard_id: str) -> str:
         """The prefix of the attempt markers of a shard (ends with '/')."""
         return self.key("attempts", shard_id) + "/"
+
+    @property
+    def progress_markers(self) -> str:
+        """The prefix of the shards' progress markers (ends with '/')."""
+        return self.key("progress") + "/"
+
+    def progress(self, shard_id: str) -> str:
+        return self.key("progress", f"{shard_id}.json")
 
     def input(self, name: str) -> str:
         """A preprocessed input image: ``name`` is an item id or a run-level name such as ``style-0``."""

@@ -339,6 +339,17 @@ class S3Store(Store):
             return False
         return True
 
+    def folders(self, prefix: str) -> list[str]:
+        """The common prefixes directly under ``prefix`` (one listing with a delimiter, not every key)."""
+        self._ensure_bucket()
+        names: list[str] = []
+        with self._errors(prefix + "*"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            start = self.prefix + prefix
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=start, Delimiter="/"):
+                names.extend(p["Prefix"][len(start) :].rstrip("/") for p in page.get("CommonPrefixes", ()))
+        return sorted(names)
+
     def list(self, prefix: str) -> list[str]:
         """Keys (without the store's prefix) that start with ``prefix``, sorted."""
         self._ensure_bucket()

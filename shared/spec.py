@@ -142,10 +142,12 @@ class Shard:
 
 @dataclass(frozen=True)
 class Manifest:
-    """The plan of a run: its shards in order (written before anything is enqueued)."""
+    """The plan of a run: its shards in order (written before anything is enqueued), and when it was
+    planned (``created_at``, Unix time; None in runs recorded before it was kept)."""
 
     run_id: str
     shards: tuple[Shard, ...]
+    created_at: float | None = None
 
     @property
     def items(self) -> list[Item]:
@@ -156,13 +158,16 @@ class Manifest:
         return sum(len(s.items) for s in self.shards)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "n_items": self.n_items, "shards": [s.to_dict() for s in self.shards]}
+        created = {} if self.created_at is None else {"created_at": self.created_at}
+        return {"run_id": self.run_id, "n_items": self.n_items, **created, "shards": [s.to_dict() for s in self.shards]}
 
     @classmethod
     def from_dict(cls, d: Any) -> Manifest:
         if not isinstance(d, Mapping) or not isinstance(d.get("shards"), list):
             raise InvalidSpec("manifest", "must be an object with a list of shards")
-        return cls(str(d.get("run_id")), tuple(Shard.from_dict(s) for s in d["shards"]))
+        created = d.get("created_at")
+        created_at = float(created) if isinstance(created, (int, float)) and not isinstance(created, bool) else None
+        return cls(str(d.get("run_id")), tuple(Shard.from_dict(s) for s in d["shards"]), created_at)
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,11 @@ class Store(ABC):
     @abstractmethod
     def exists(self, key: str) -> bool: ...
 
+    def folders(self, prefix: str) -> list[str]:
+        """The names directly under ``prefix`` (which ends with '/') that have keys below them, sorted
+        (``folders("runs/")``: the run ids). Stores override it to avoid listing every key."""
+        return sorted({k[len(prefix) :].split("/", 1)[0] for k in self.list(prefix) if "/" in k[len(prefix) :]})
+
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Keys that start with ``prefix``, sorted."""
@@ -196,6 +201,12 @@ class FileStore(Store):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def folders(self, prefix: str) -> list[str]:
+        start = self.root.joinpath(*prefix.strip("/").split("/")) if prefix.strip("/") else self.root
+        if not start.is_dir():
+            return []
+        return sorted(e.name for e in os.scandir(start) if e.is_dir() and not e.name.startswith("."))
 
     def list(self, prefix: str) -> list[str]:
         # Walk only the deepest folder the prefix names, not the whole store.

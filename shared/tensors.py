@@ -21,8 +21,13 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return arr.permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
-def map_to_uint8(maps: Tensor) -> np.ndarray:
-    """N×H×W maps (≥ 0) -> N×H×W uint8, each map scaled so its maximum is 255 (all-zero stays 0)."""
+def map_to_uint8(maps: Tensor, percentile: float = 99.0) -> np.ndarray:
+    """N×H×W maps (≥ 0) -> N×H×W uint8, each map scaled so its ``percentile``-th percentile is 255 (the few
+    pixels above saturate; all-zero stays 0). Saliency is peaky: scaled by its maximum, a map is a few
+    bright pixels on black; by a high percentile its structure shows (the maximum when that is 0)."""
     maps = maps.detach().float()
-    peak = maps.flatten(1).amax(1).clamp_min(torch.finfo(torch.float32).tiny).view(-1, 1, 1)
+    flat = maps.flatten(1)
+    peak = torch.quantile(flat, percentile / 100, dim=1) if percentile < 100 else flat.amax(1)
+    peak = torch.where(peak > 0, peak, flat.amax(1))
+    peak = peak.clamp_min(torch.finfo(torch.float32).tiny).view(-1, 1, 1)
     return (maps / peak).clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -112,20 +113,22 @@ class Worker:
 
 class Workers:
     """``ascent worker --concurrency 1 -n NAME@%h`` processes, started separately, each in its own
-    process group (stopped with SIGTERM, then SIGKILL)."""
+    process group (stopped with SIGTERM, then SIGKILL). With ``named=False`` they are started without
+    ``-n`` (``names`` then only name their logs) and take their default names, ``ascent-<pid>@<host>``."""
 
-    def __init__(self, names: list[str], env: dict[str, str], logs: Path, cwd: Path) -> None:
+    def __init__(self, names: list[str], env: dict[str, str], logs: Path, cwd: Path, named: bool = True) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         self.broker_url = env["ASCENT_BROKER_URL"]
         self.workers: list[Worker] = []
         for name in names:
             log = logs / f"{name}.log"
             with open(log, "ab") as out:
-                argv = [sys.executable, "-m", "ascent.producer", "worker", "--concurrency", "1", "-n", f"{name}@%h"]
+                argv = [sys.executable, "-m", "ascent.producer", "worker", "--concurrency", "1"]
+                argv += ["-n", f"{name}@%h"] if named else []
                 proc = subprocess.Popen(
                     argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
                 )
-            self.workers.append(Worker(name, proc, log))
+            self.workers.append(Worker(name if named else f"ascent-{proc.pid}", proc, log))
 
     @property
     def nodes(self) -> set[str]:
@@ -608,3 +611,65 @@ def test_s3_clients_use_path_style_with_an_endpoint_standard_retries_and_timeout
     assert store.url("runs/r/x.png", expires=60).startswith("http://minio:9000/bucket/p/runs/r/x.png?")
     aws = S3Store.from_uri("s3://bucket/p", region="us-east-1")
     assert aws.endpoint_url is None and aws.client.meta.config.s3["addressing_style"] == "auto"
+
+
+# ----------------------------------------------------------------------------- cancel
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_cancel_mid_run_keeps_finished_items_and_records_the_rest_cancelled_within_seconds(
+    cluster, tmp_path, monkeypatch, capsys
+):
+    rng = np.random.default_rng(14)
+    folder = tmp_path / "forty"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    # The tiny model never reaches class 6: every shard of 2 runs all its iterations (a few seconds).
+    args = ["fool", "--images", str(folder), "--model", "tiny", "--target", "6", "--max-iters", "500"]
+    run_id, _ = cluster.submit([*args, "--size", "32", "--shard-size", "2"])
+    deadline = time.monotonic() + 120
+    while not cluster.keys(run_id, "records"):  # the first shard is finished: cancel mid-run
+        assert time.monotonic() < deadline, "no shard finished in 120 s"
+        time.sleep(0.2)
+
+    cancelled = ascent(["cancel", run_id], cluster.env(), cluster.work)
+    t_cancel = time.monotonic()
+    collected = ascent(["collect", run_id, "--wait", "--timeout", "60"], cluster.env(), cluster.work)
+    waited = time.monotonic() - t_cancel
+
+    assert f"run {run_id}: cancelled" in cancelled.stdout
+    assert waited < 10, f"collect --wait returned {waited:.1f}s after the cancel"
+    items = cluster.items(run_id)
+    assert sorted(r["item_id"] for r in items) == [f"{i:06d}" for i in range(40)]  # each exactly once
+    counts = {s: sum(r["status"] == s for r in items) for s in ("done", "failed", "cancelled")}
+    assert sum(counts.values()) == 40 and counts["done"] >= 2 and counts["cancelled"] >= 10
+    marker = cluster.get_json(run_id, "cancel.json")
+    records = [json.loads(cluster.get(k)) for k in cluster.keys(run_id, "records")]
+    assert len(records) == 20
+    started = [r["kernel_started_at"] for r in records if "kernel_started_at" in r]
+    assert started and max(started) < marker["at"]  # no kernel started after the marker
+    assert any("kernel_started_at" not in r for r in records)  # queued shards: recorded without a kernel
+    summary = cluster.get_json(run_id, "summary.json")
+    assert (summary["n_done"], summary["n_cancelled"], summary["n_pending"]) == (counts["done"], counts["cancelled"], 0)
+    assert f"{counts['cancelled']} cancelled" in collected.stdout
+    report = cluster.get(cluster.key(run_id, "report.html")).decode()
+    assert f"<div class=v>{counts['cancelled']}</div><div class=k>cancelled</div>" in report
+
+    # The same commands in this process (a subprocess costs seconds): with the fleet's settings.
+    from ascent.producer.cli import main
+
+    for name, value in cluster.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(signal, "signal", lambda *_: None)  # main's handlers stay out of pytest
+    capsys.readouterr()
+    assert main(["status", run_id]) == 0
+    assert f"{counts['failed']} failed, 0 pending, {counts['cancelled']} cancelled" in capsys.readouterr().out
+    assert main(["cancel", run_id]) == 0
+    again = capsys.readouterr().out
+    assert "already finished" in again and "nothing changed" in again
+    assert main(["runs"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    row = next(line.split() for line in listed if line.startswith(run_id))
+    assert row[-6:] == ["40", str(counts["done"]), str(counts["failed"]), str(counts["cancelled"]), "0", "cancelled"]

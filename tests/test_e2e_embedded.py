@@ -176,6 +176,9 @@ def test_a_fool_run_reproduces_the_kernel_run_in_process_and_its_pngs_classify_a
     store = tmp_path / "store"
     args = ["run", "fool", "--images", str(npz), "--target", "6", "--weights", str(weights), "--workers", "2"]
     run = run_ok([*args, "--shard-size", "10", "--store", store.as_uri(), "--run-id", "fool-e2e"], tmp_path)
+    # The bar moves per image (workers report their shards' progress), not per shard of 10.
+    shown = {int(n) for n in re.findall(r"\b(\d+)/25 \[", run.err)}
+    assert len(shown) >= 10 and {0, 25} <= shown, f"the bar showed only {sorted(shown)}"
 
     summary = json.loads((run_dir(store, "fool-e2e") / "summary.json").read_text())
     items = read_items(store, "fool-e2e")

@@ -80,7 +80,8 @@ class Flower:
 def fleet(tmp_path: Path) -> Iterator[tuple[PasswordRedis, Workers, dict[str, str]]]:
     server = PasswordRedis(tmp_path / "redis", password="redis-pw-for-flower-3e9a")
     env = ascent_env(ASCENT_BROKER_URL=server.url(), ASCENT_STORE=(tmp_path / "store").as_uri())
-    workers = Workers(["flower-a", "flower-b"], env, tmp_path / "logs", tmp_path)
+    # Started without -n, as an operator would: each takes a name of its own (two nodes, not one).
+    workers = Workers(["flower-a", "flower-b"], env, tmp_path / "logs", tmp_path, named=False)
     try:
         workers.wait_until_ready()
         yield server, workers, env

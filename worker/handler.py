@@ -12,6 +12,10 @@ shard-level permanent problem (a checkpoint that cannot be loaded, an unreadable
 every item of the shard failed with the reason. ``TransientError`` propagates so the task retries the
 shard. A shard whose record already exists is skipped (redelivery is harmless). Attempts and deaths
 are counted as ``ascent.worker.attempts`` says.
+
+A cancelled run (``ascent cancel``: the store's cancel marker) is checked before each shard, before its
+kernel starts and between iterations of the ascent loop (``ascent.worker.watch``): what is left of the
+shard is recorded ``cancelled``; a queued shard of a cancelled run is recorded so without loading a model.
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ascent.shared.errors import AlreadyExists, InvalidInput, TransientError
+from ascent.shared.control import cancel_marker
+from ascent.shared.errors import AlreadyExists, InvalidInput, RunCancelled, TransientError
 from ascent.shared.images import encode_png
 from ascent.shared.jobs import get_job
 from ascent.shared.jobs.base import Job, Loaded, Outcome
+from ascent.shared.kernels.loop import iteration_hook
 from ascent.shared.keys import RunKeys
 from ascent.shared.models import Classifier
 from ascent.shared.records import ItemRecord, ShardRecord
@@ -45,6 +51,7 @@ from ascent.shared.store import Store
 from ascent.shared.tensors import to_tensor
 from ascent.worker.attempts import Attempts
 from ascent.worker.runtime import WorkerRuntime
+from ascent.worker.watch import ShardWatch
 
 log = logging.getLogger(__name__)
 PNG_THREADS = 4  # encoders and store writes in flight per shard
@@ -88,6 +95,10 @@ class ShardContext:
 
 
 def _item_error(item: Item, reason: str) -> str:
+    """``item <id> (<source>): <reason>``, the source named once (readers start their reasons with it)."""
+    for name in (item.source, item.original):
+        if name and reason.startswith(f"{name}: "):
+            reason = reason[len(name) + 2 :]
     return f"item {item.item_id} ({item.source}): {reason}"
 
 
@@ -173,6 +184,8 @@ def run_shard(
     if store.exists(keys.record(shard.shard_id)):
         log.info("shard %s/%s already recorded: skipped", spec.run_id, shard.shard_id)
         return ShardRecord.from_dict(store.get_json(keys.record(shard.shard_id)))
+    if cancel_marker(store, spec.run_id) is not None:  # before anything is loaded
+        return record_shard_cancelled(spec, shard, store, {}, info=info)
     attempts = Attempts(store, spec.run_id, shard.shard_id)
     died = attempts.died()
     if len(died) >= runtime.policy.max_deaths:
@@ -194,12 +207,19 @@ def run_shard(
         attempt = attempts.start(info)
     except InvalidInput as exc:
         return record_shard_failed(spec, shard, store, str(exc), info=info, device=dev, started=started)
+    records: dict[str, ItemRecord] = {}
     try:
         runtime.faults.apply(shard.items)
         ctx = ShardContext(spec=spec, model=model, device=dev, store=store, reader=runtime.reader)
         loaded, records = load_items(job, ctx, shard.items)
         if loaded:
-            records.update(write_outcomes(job, ctx, job.run(ctx, loaded)))
+            watch = ShardWatch(store, spec.run_id, shard.shard_id, len(shard.items), (info or {}).get("worker"))
+            info = {**(info or {}), "kernel_started_at": watch.start()}
+            with iteration_hook(watch):
+                outcomes = job.run(ctx, loaded)
+            records.update(write_outcomes(job, ctx, outcomes))
+    except RunCancelled:
+        return record_shard_cancelled(spec, shard, store, records, info=info, device=dev, started=started)
     except InvalidInput as exc:
         return record_shard_failed(spec, shard, store, str(exc), info=info, device=dev, started=started)
     finally:
@@ -234,6 +254,28 @@ def mark_run_failed(store: Store, run_id: str, error: str, info: dict[str, Any] 
     """Record once, for the whole run, that it cannot go on (the first worker to find out wins)."""
     with contextlib.suppress(AlreadyExists):
         store.create_json(RunKeys(run_id).failure, {"error": error, "at": time.time(), **(info or {})})
+
+
+def record_shard_cancelled(
+    spec: JobSpec,
+    shard: Shard,
+    store: Store,
+    kept: dict[str, ItemRecord],
+    *,
+    info: dict[str, Any] | None = None,
+    device: torch.device | None = None,
+    started: float | None = None,
+) -> ShardRecord:
+    """Record the shard's items cancelled, except those in ``kept`` (items that already failed)."""
+    key = RunKeys(spec.run_id).record(shard.shard_id)
+    if store.exists(key):
+        return ShardRecord.from_dict(store.get_json(key))
+    items = tuple(kept.get(item.item_id) or ItemRecord.cancelled(item) for item in shard.items)
+    started = time.perf_counter() if started is None else started
+    record = ShardRecord(spec.run_id, shard.shard_id, spec.kind, items, info=_record_info(info, device, started))
+    store.put_json(key, record.to_dict())
+    log.info("shard %s/%s: cancelled (%d items)", spec.run_id, shard.shard_id, record.count("cancelled"))
+    return record
 
 
 def record_shard_failed(

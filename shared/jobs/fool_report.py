@@ -130,6 +130,12 @@ def _eps_section(per_eps: Sequence[Mapping[str, Any]]) -> str:
     return "<h2>Success and robust accuracy vs ε</h2>" + chart + table
 
 
+def _steps(row: Mapping[str, Any]) -> str:
+    """ "12 iterations · " for a fooled image; nothing for one that was not (its count is -1: never)."""
+    it = row.get("iterations")
+    return f"{html.plural(it, 'iteration')} · " if row.get("fooled") is True and isinstance(it, int) and it >= 0 else ""
+
+
 def _towards(summary: Mapping[str, Any]) -> str:
     """Where the images were pushed: "towards 6 stingray", "towards 3 random targets", "away from ..."."""
     mode = summary.get("target_mode")
@@ -137,6 +143,8 @@ def _towards(summary: Mapping[str, Any]) -> str:
         return f"towards {len(summary['targets'])} {mode} targets"
     if mode == "untargeted":
         return "away from the true class" if summary.get("n_labelled") else "away from the clean prediction"
+    if not summary["targets"] and isinstance(summary.get("target"), int):  # nothing recorded yet: the spec's
+        return f"towards {summary['target']} {summary.get('target_name') or ''}".rstrip()
     return "towards " + (", ".join(f"{t['class_id']} {t['name']}" for t in summary["targets"]) or "any other class")
 
 
@@ -287,7 +295,7 @@ def tile(row: Mapping[str, Any], media: Media, classes: ClassCatalog) -> str:
         f"<b>{html.esc(item_id)}</b>{budget} · true {html.esc(label(row.get('label')))}<br>"
         f"pred {html.esc(label(row.get('pred_before')))} → {html.esc(label(row.get('pred_after')))}<br>"
         f"{html.mark(row.get('fooled') is True, 'fooled', 'not fooled')} · "
-        f"{html.plural(row.get('iterations'), 'iteration')} · L2 {html.num(row.get('l2'))} · "
+        f"{_steps(row)}L2 {html.num(row.get('l2'))} · "
         f"L∞ {html.num(row.get('linf'))}<br>{html.source_span(row)} {html.link(row.get('output'), 'full size')}"
     )
     return html.tile(

@@ -3,7 +3,8 @@ backward pass per image, of the true class when it is known, else of the predict
 ``ascent.shared.kernels.saliency``.
 
 Per item: ``pred`` (top-1 on the input), ``class_id`` (the class explained), ``score`` (its logit),
-``saliency`` (the map's URI, the same as ``output``: a grayscale PNG normalised per image).
+``saliency`` (the map's URI, the same as ``output``: a grayscale PNG normalised per image, its 99th
+percentile white).
 """
 
 from __future__ import annotations
@@ -74,6 +75,12 @@ class Saliency(Job):
             "accuracy": rate(correct, len(labelled)),
             "predictions": [prediction_entry(r, classes, "label", "label_name") for r in done],
         }
+
+    def headline(self, summary: Mapping[str, Any]) -> list[html.Card]:
+        if summary.get("n_labelled"):
+            return super().headline(summary)
+        # No labels, so no accuracy: say what the maps show instead of a "-".
+        return [html.Card(str(len(summary.get("predictions") or ())), "maps of the predicted class (no labels)")]
 
     def tile(self, row: Mapping[str, Any], media: Media, classes: ClassCatalog, shared: Any) -> str:
         item_id = row["item_id"]

@@ -3,12 +3,18 @@
 Images are N×3×H×W float tensors in [0, 1] on the model's device. The jobs differ only in the
 objective, the start image, the stop rule, the update rule and the projection (clamp, blur) after
 each step; ``ascend`` runs any such combination with per-sample bookkeeping and early stopping.
+
+The loop calls an iteration hook before each iteration (``ascend(on_iteration=...)``, or the one
+installed around a job's run with ``iteration_hook``): the worker reports progress and stops a cancelled
+run there, so the kernels stay free of I/O.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -28,6 +34,20 @@ StopRule = Callable[[int, Any, Tensor], Tensor]
 Projection = Callable[[int, Tensor], Tensor]
 # (x_active, rows) -> the point where the objective and its gradient are evaluated for the iterate
 EvaluateAt = Callable[[Tensor, Tensor], Tensor]
+# (t, iters, active samples, samples in the call) -> None, before each iteration; what it raises ends the loop
+IterationHook = Callable[[int, int, int, int], None]
+
+_HOOK: ContextVar[IterationHook | None] = ContextVar("ascent_iteration_hook", default=None)
+
+
+@contextmanager
+def iteration_hook(hook: IterationHook | None) -> Iterator[None]:
+    """Every ``ascend`` in this context (and thread) calls ``hook`` before each iteration."""
+    token = _HOOK.set(hook)
+    try:
+        yield
+    finally:
+        _HOOK.reset(token)
 
 
 def input_gradient(objective: Tensor, x: Tensor) -> Tensor:
@@ -45,6 +65,7 @@ def ascend(
     project: Projection | None = None,
     max_batch: int | None = None,
     evaluate_at: EvaluateAt | None = None,
+    on_iteration: IterationHook | None = None,
 ) -> tuple[Tensor, int]:
     """The one ascent loop shared by the jobs. Returns (x after the loop, forward+backward passes).
 
@@ -59,7 +80,11 @@ def ascend(
     are taken for each iterate, the step still applying to the iterate: fool's ε-attacks evaluate at
     the iterate's 8-bit image (a straight-through step), so each forward is also the success check of
     exactly what would be saved.
+
+    ``on_iteration(t, iters, active, n)`` (default: the hook of ``iteration_hook``) runs before each
+    iteration; an exception it raises (the run was cancelled) propagates out of the loop.
     """
+    hook = on_iteration if on_iteration is not None else _HOOK.get()
     x = x0.detach().clone()
     rows = torch.arange(x.shape[0], device=x.device)
     passes = 0
@@ -87,6 +112,8 @@ def ascend(
     for t in range(iters + 1):
         if t == iters and stop is None:
             break
+        if hook is not None:
+            hook(t, iters, int(rows.numel()), int(x.shape[0]))
         kept = []
         parts = list(_balanced_chunks(rows, max_batch))
         while parts:
