@@ -161,7 +161,7 @@ class StyleParams(JobParams):
         """What the user should know before the run starts (too few iterations to show the content)."""
         if self.optimizer == "adam" and self.iters <= self.decay_at:
             return [
-                f"--iters {self.iters} ends before --decay-at {self.decay_at}, where Adam's step size drops: the "
+                f"warning: --iters {self.iters} ends before --decay-at {self.decay_at}, where Adam's step size drops: the "
                 f"result will be mostly noise with little of the content; use the default --iters {DEFAULT_ITERS} "
                 "(or --decay-at below --iters, or --optimizer lbfgs)"
             ]
@@ -293,6 +293,7 @@ class Style(Job):
                 "output": r.get("output"),
                 **{f: finite(r.get(f)) for f in LOSS_FIELDS},
                 **{f: r.get(f) for f in ("content", *grid.COMBINATION)},
+                "content_name": str(r.get("original") or r.get("source") or "").rsplit("/", 1)[-1],
             }
             for r in done
         ]

@@ -75,8 +75,9 @@ def _column(row: Mapping[str, Any], swept: Sequence[str]) -> str:
 
 
 def sheet(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The contact sheet of the done rows: ``rows`` (content ids), ``columns`` (labels of the swept
-    choices) and ``cells`` (item id or None, rows × columns); None when nothing was swept."""
+    """The contact sheet of the done rows: ``rows`` (content ids), ``names`` (their labels with the
+    file name), ``columns`` (labels of the swept choices) and ``cells`` (item id or None, rows ×
+    columns); None when nothing was swept."""
     swept = [name for name in COMBINATION if len({repr(r.get(name)) for r in rows}) > 1]
     if not swept and not any(r.get("style_index") is not None for r in rows):
         return None
@@ -86,14 +87,17 @@ def sheet(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     cells: list[list[str | None]] = [[None] * len(columns) for _ in contents]
     for r in rows:
         cells[contents.index(str(r.get("content") or r["item_id"]))][columns.index(_column(r, swept))] = r["item_id"]
-    return {"rows": contents, "columns": columns, "cells": cells}
+    names = {str(r.get("content") or r["item_id"]): r.get("content_name") for r in rows}
+    labels = [f"{c} {names[c]}" if names.get(c) else c for c in contents]
+    return {"rows": contents, "names": labels, "columns": columns, "cells": cells}
 
 
 def sheet_html(table: Mapping[str, Any], media: Any) -> str:
     """The contact sheet as an HTML table of result thumbnails (rows contents, columns choices)."""
     head = "".join(f"<th>{html.esc(c)}</th>" for c in table["columns"])
     body = []
-    for content, cells in zip(table["rows"], table["cells"], strict=True):
+    names = table.get("names") or table["rows"]
+    for content, cells in zip(names, table["cells"], strict=True):
         tds = "".join(
             f'<td class="imgs">{html.figure(media.output(i), i) if i else html.figure(None, "-", "not done")}</td>'
             for i in cells

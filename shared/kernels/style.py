@@ -192,6 +192,7 @@ def style_transfer(
             if save_every and (offset + t + 1) % save_every == 0:
                 snapshots.append((offset + t + 1, _finish(model, xn, content_s, original_colors)))
 
+        args["warm"] = k > 0
         try:
             x = _optimise(model.normalize(_start(image, init, content_s, seed)), losses, args, snap)
         except torch.cuda.OutOfMemoryError:
@@ -276,6 +277,8 @@ def _optimise(start_n: Tensor, losses: Losses, args: dict[str, Any], snap: Calla
             snap(t, xa)
         return xa
 
+    if args["warm"]:  # a later scale starts from the previous result: refine it, never jump away from it
+        lr, decay_at = decayed_lr, 0
     step = AdamStep(start_n, lambda t: lr if t < decay_at else decayed_lr)
     x, _ = ascend(start_n, objective, step, iters, project=project)
     return x
