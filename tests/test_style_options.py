@@ -133,3 +133,38 @@ def test_an_init_image_a_style_scale_and_intermediate_saves_reach_the_store(stor
     # tiny steps from the red init: every saved image is still the init, not the content
     assert all(abs(step.astype(int) - [200, 30, 30]).max() <= 3 for step in steps)
     assert decode(store, run_key("run-1", "inputs", "style-0.png")).shape == (12, 12, 3)  # 0.5 × 24 px
+
+
+def test_the_command_line_takes_several_styles_weight_lists_scales_and_an_init_file_that_travels(tmp_path):
+    from ascent.producer.cli import build_parser
+    from ascent.producer.options import job_params
+    from ascent.producer.submit import upload_inputs
+    from ascent.shared.catalog import resolve_class
+    from ascent.shared.errors import InvalidSpec
+    from ascent.shared.jobs import JOBS
+    from ascent.shared.spec import JobSpec
+    from ascent.shared.store import MemoryStore
+
+    for name in ("a.png", "b.png", "start.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name)
+    argv = ["run", "style", "--content", "x", "--style", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--grid"]
+    argv += ["--content-weight", "0.02,0.1", "--scales", "96,192", "--init", str(tmp_path / "start.png")]
+    params, _ = job_params(JOBS["style"], build_parser().parse_args(argv), resolve_class)
+    assert params["style"] == [(tmp_path / n).as_uri() for n in ("a.png", "b.png")]
+    assert params["content_weight"] == [0.02, 0.1] and params["scales"] == [96, 192]
+    assert params["init"] == (tmp_path / "start.png").as_uri()
+    noise, _ = job_params(JOBS["style"], build_parser().parse_args([*argv[:8], "--init", "noise"]), resolve_class)
+    assert noise["init"] == "noise"
+
+    store = MemoryStore("style-cli")
+    spec = JobSpec("style", "r1", store.uri, model="tiny", params=params, inputs=("x",)).validate()
+    moved = upload_inputs(spec, [], store).spec.params
+    assert moved.init == f"{store.uri}/runs/r1/uploads/init-0.png" and moved.content_weight == (0.02, 0.1)
+    items = JOBS["style"].plan_items(spec.params, [Item("000000", "file:///c.png")])
+    assert [i.item_id for i in items] == ["000000-s0-c0", "000000-s0-c1", "000000-s1-c0", "000000-s1-c1"]
+    assert items[2].variant == {"content": "000000", "style": 1, "content_weight": 0.02}
+    with pytest.raises(InvalidSpec, match="increasing") as err:
+        JobSpec(
+            "style", "r2", store.uri, model="tiny", params={**params, "scales": [192, 96]}, inputs=("x",)
+        ).validate()
+    assert err.value.field == "params.scales"

@@ -161,9 +161,9 @@ class StyleParams(JobParams):
         """What the user should know before the run starts (too few iterations to show the content)."""
         if self.optimizer == "adam" and self.iters <= self.decay_at:
             return [
-                f"warning: --iters {self.iters} ends before --decay-at {self.decay_at}, where Adam's step size drops: the "
-                f"result will be mostly noise with little of the content; use the default --iters {DEFAULT_ITERS} "
-                "(or --decay-at below --iters, or --optimizer lbfgs)"
+                f"warning: --iters {self.iters} ends before --decay-at {self.decay_at}, where Adam's step size "
+                "drops: the result will be mostly noise with little of the content; use the default "
+                f"--iters {DEFAULT_ITERS} (or --decay-at below --iters, or --optimizer lbfgs)"
             ]
         return []
 
