@@ -59,8 +59,8 @@ def add_job_options(parser: argparse.ArgumentParser, job: Job) -> None:
             options["choices"] = info.kind.choices
         elif info.kind.metavar:
             options["metavar"] = info.kind.metavar
-        if info.append:
-            options["action"] = "append"
+        if info.append:  # files: ``--style a.jpg b.jpg`` as well as ``--style a.jpg --style b.jpg``
+            options.update(nargs="+", action="extend") if info.kind.files else options.update(action="append")
         where: Any = group
         if info.flags:  # the flag and its alternatives: exactly one of them (when required)
             where = group.add_mutually_exclusive_group(required=info.cli_required)
@@ -98,8 +98,9 @@ def job_params(
             value = _flatten(value)
         if info.kind.classes:
             value = resolve_classes(value, info.kind, resolve_class, field)
-        if info.kind.files:
-            value = input_uris(value, field)
-            check_local_files(value, field)
+        if info.kind.files and (isinstance(value, list) or value not in dict(info.kind.aliases)):
+            uris = input_uris(value if isinstance(value, list) else [value], field)
+            check_local_files(uris, field)
+            value = uris if isinstance(value, list) else uris[0]
         params[info.name] = value
     return params, size

@@ -70,6 +70,9 @@ class RunMedia:
     def output(self, item_id: str) -> bytes | None:
         return self._read(lambda: self.keys.output(item_id))
 
+    def item_image(self, item_id: str, name: str) -> bytes | None:
+        return self._read(lambda: self.keys.item_image(item_id, name))
+
     def run_inputs(self, prefix: str) -> list[bytes | None]:
         """Run-level inputs whose name starts with ``prefix`` (e.g. ``style-``), in key order."""
         keys = self.store.list(self.keys.inputs + prefix)
@@ -145,9 +148,11 @@ def render_report(
     classes = classes or classes_of(spec.model, spec.num_classes)
     run_id = str(summary["run_id"])
     kind = summary["kind"]
+    media = RunMedia(store, run_id)
     sections = [_headline(summary, job), *job.report_sections(summary, classes)]
+    sections += job.media_sections(summary, media, classes)
     sections.append(_failures_table(summary["failures"]))
-    grid_css, grid = _grid(job, items, RunMedia(store, run_id), classes, max_grid)
+    grid_css, grid = _grid(job, items, media, classes, max_grid)
     sections.append(grid)
     if summary.get("unexpected_items"):
         sections.append(

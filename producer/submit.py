@@ -131,7 +131,7 @@ def upload_inputs(spec: JobSpec, items: Sequence[Item], store: Store, *, threads
     changes = {
         name: [uploaded(u, f"{name}-{k}") or u for k, u in enumerate(uris)] for name, uris in spec.params.files()
     }
-    new_spec = dataclasses.replace(spec, params=spec.params.replace(**changes)) if changes else spec
+    new_spec = dataclasses.replace(spec, params=spec.params.with_files(changes)) if changes else spec
 
     def moved(uri: str | None, name: str) -> str | None:
         """The uploaded copy of a local model file (the model travels like the inputs)."""

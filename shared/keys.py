@@ -8,6 +8,7 @@ Layout under ``runs/<run_id>/``:
     inputs/<item_id>.png            the preprocessed input the kernel saw (for the report)
     inputs/<name>.png               other inputs of the run (style images: style-<k>)
     outputs/<item_id>.png           results (8-bit exact)
+    steps/<item_id>/<name>.png      an item's intermediate images (style's --save-every)
     attempts/<shard_id>/<n>.json    one marker per attempt that has not returned (workers that died)
     progress/<shard_id>.json        how far a running shard is (worker, items, estimate), rewritten as it goes
     cancel.json                     the cancel marker (``ascent cancel``): workers stop the run's work
@@ -99,6 +100,10 @@ class RunKeys:
 
     def output(self, item_id: str, ext: str = "png") -> str:
         return self.key("outputs", f"{item_id}.{ext}")
+
+    def item_image(self, item_id: str, name: str) -> str:
+        """``steps/<item_id>/<name>.png``: another image of one item (an intermediate result)."""
+        return self.key("steps", item_id, f"{name}.png")
 
     @property
     def uploads(self) -> str:

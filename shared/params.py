@@ -257,10 +257,27 @@ class JobParams:
                     yield info.name, class_id
 
     def files(self) -> Iterator[tuple[str, tuple[str, ...]]]:
-        """(field name, URIs) of every file parameter."""
+        """(field name, URIs) of every file parameter; its alias words (style's ``--init content``) are
+        not files."""
         for info in self.infos():
             if info.kind.files:
-                yield info.name, tuple(getattr(self, info.name))
+                value = getattr(self, info.name)
+                words = {word for word, _ in info.kind.aliases}
+                yield info.name, tuple(u for u in (value if isinstance(value, tuple) else (value,)) if u not in words)
+
+    def with_files(self: P, uris: Mapping[str, list[str]]) -> P:
+        """A copy whose file parameters hold ``uris`` instead (per field, in the order of ``files``)."""
+        changes: dict[str, Any] = {}
+        for info in self.infos():
+            if info.name not in uris:
+                continue
+            new, words = list(uris[info.name]), {word for word, _ in info.kind.aliases}
+            value = getattr(self, info.name)
+            if isinstance(value, tuple):
+                changes[info.name] = [v if v in words else new.pop(0) for v in value]
+            elif value not in words:
+                changes[info.name] = new[0]
+        return self.replace(**changes)
 
 
 def resolve_classes(value: Any, kind: Kind, resolve: Callable[[str], int], field: str) -> Any:

@@ -236,6 +236,39 @@ def test_a_style_run_lowers_the_style_loss_below_the_content_images(assets, tmp_
             assert record["style_loss"] < 0.5 * before, (item_id, record["style_loss"], before)
 
 
+def test_a_style_grid_is_one_item_per_content_and_style_with_a_contact_sheet_and_saved_steps(tmp_path):
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name in ("c0", "c1", "s0", "s1"):
+        paths[name] = tmp_path / f"{name}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(paths[name])
+    store = tmp_path / "store"
+    args = ["run", "style", "--content", str(paths["c0"]), str(paths["c1"]), "--style", str(paths["s0"])]
+    args += [str(paths["s1"]), "--grid", "--iters", "4", "--save-every", "2", "--model", "tiny", "--size", "32"]
+    run = run_ok(
+        [*args, "--style-size", "32", "--workers", "1", "--store", store.as_uri(), "--run-id", "grid"], tmp_path
+    )
+
+    assert "--iters 4" in run.err and "default --iters 200" in run.err  # too few to show the content
+    items = read_items(store, "grid")
+    pairs = {
+        (Path(r.get("original") or r["source"]).name, r["style_index"]): r
+        for r in items.values()
+        if r["status"] == "done"
+    }
+    assert sorted(pairs) == [("c0.png", 0), ("c0.png", 1), ("c1.png", 0), ("c1.png", 1)]
+    for r in items.values():
+        steps = run_dir(store, "grid") / "steps" / r["item_id"]
+        assert r["snapshots"] == [2, 4] and sorted(p.name for p in steps.iterdir()) == [
+            "step-000002.png",
+            "step-000004.png",
+        ]
+    page = (run_dir(store, "grid") / "report.html").read_text()
+    sheet = page[page.index("Contact sheet (2 × 2)") :].split("</table>")[0]
+    assert sheet.count("<tr>") == 3 and sheet.count("<img ") == 4  # a header row, then 2 contents × 2 styles
+    assert "<th>style 0</th><th>style 1</th>" in sheet
+
+
 def test_a_saliency_run_reports_a_bad_file_and_still_exits_0(assets, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -90,6 +90,9 @@ class ShardContext:
         key = self.keys.input(name)
         return self.store.url(key) if self.store.exists(key) else self.put_png(key, image)
 
+    def put_item_image(self, item_id: str, name: str, image: np.ndarray) -> str:
+        return self.put_png(self.keys.item_image(item_id, name), image)
+
     def tensor(self, images: Sequence[np.ndarray]) -> Tensor:
         return to_tensor(images, self.device)
 

@@ -108,6 +108,10 @@ class WorkContext(Protocol):
         """Store a run-level input once (``inputs/<name>.png``); returns its URI."""
         ...
 
+    def put_item_image(self, item_id: str, name: str, image: np.ndarray) -> str:
+        """Store another image of one item (``steps/<item_id>/<name>.png``); returns its URI."""
+        ...
+
     def tensor(self, images: Sequence[np.ndarray]) -> Any:
         """Same-shape H×W×3 uint8 arrays -> N×3×H×W float32 in [0, 1] on the model's device."""
         ...
@@ -121,6 +125,8 @@ class Media(Protocol):
     def output(self, item_id: str) -> bytes | None: ...
 
     def run_inputs(self, prefix: str) -> list[bytes | None]: ...
+
+    def item_image(self, item_id: str, name: str) -> bytes | None: ...
 
 
 class Job:
@@ -196,6 +202,10 @@ class Job:
 
     def report_sections(self, summary: Mapping[str, Any], classes: ClassCatalog) -> list[str]:
         """HTML sections after the headline."""
+        return []
+
+    def media_sections(self, summary: Mapping[str, Any], media: Media, classes: ClassCatalog) -> list[str]:
+        """HTML sections with the run's images, after ``report_sections`` (style's contact sheet)."""
         return []
 
     def grid_context(self, media: Media) -> tuple[str, Any]:
