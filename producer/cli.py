@@ -123,7 +123,7 @@ def build_parser(jobs: Mapping[str, Job] | None = None) -> argparse.ArgumentPars
     run_jobs = run.add_subparsers(dest="job", metavar="JOB", required=True)
     submit = commands.add_parser("submit", help="enqueue a job to the configured broker; prints the run id")
     submit_jobs = submit.add_subparsers(dest="job", metavar="JOB", required=True)
-    for job in jobs.values():
+    for job in (j for j in jobs.values() if j.standalone):
         for subparsers, parents, verb in ((run_jobs, [common, run_only], "run"), (submit_jobs, [common], "submit")):
             command = subparsers.add_parser(
                 job.name, parents=parents, help=f"{verb} {job.name}: {job.help}", description=job.help

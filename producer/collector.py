@@ -211,14 +211,16 @@ def run_classes(spec: JobSpec) -> ClassCatalog:
 # --- collect ------------------------------------------------------------------------------------
 
 
-def _presigned(store: Store, keys: RunKeys, rows: list[dict[str, Any]], expires: int) -> list[dict[str, Any]]:
+def _presigned(
+    store: Store, keys: RunKeys, rows: list[dict[str, Any]], expires: int, ext: str = "png"
+) -> list[dict[str, Any]]:
     """Rows whose output (and any field naming the same object) are presigned URLs."""
     out = []
     for row in rows:
         row = dict(row)
         output = row.get("output")
         if output:
-            url = store.url(keys.output(row["item_id"]), expires=expires)
+            url = store.url(keys.output(row["item_id"], ext), expires=expires)
             row.update({k: url for k, v in row.items() if v == output})
         out.append(row)
     return out
@@ -243,13 +245,15 @@ def collect(
     unreadable: list[str] = []
     records = read_records(store, run_id, unreadable)
     if presign is not None:
-        records = _presigned(store, keys, records, presign)
+        records = _presigned(store, keys, records, presign, get_job(spec.kind, jobs).output_format(spec.params).ext)
     rows = item_table(manifest, records)
     classes = run_classes(spec)
     summary = summarize(spec, manifest, records, jobs, unreadable, classes)
     summary["report"] = store.url(keys.report, expires=presign)
     page = render_report(spec, manifest, summary, rows, store, jobs, classes=classes)
     store.put_json(keys.summary, summary)
+    for name, content in get_job(spec.kind, jobs).run_files(summary).items():
+        store.put_json(keys.key(name), content)
     store.put(keys.items, items_jsonl(rows), "application/x-ndjson")
     store.put(keys.report, page.encode("utf-8"), "text/html; charset=utf-8")
     return summary

@@ -54,9 +54,10 @@ svg text{font:11px system-ui,sans-serif;fill:#5a6577}
 class RunMedia:
     """The run's stored images (``ascent.shared.jobs.base.Media``): None where one is absent."""
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    def __init__(self, store: Store, run_id: str, ext: str = "png") -> None:
         self.store = store
         self.keys = RunKeys(run_id)
+        self.ext = ext  # of the outputs (``Job.output_format``)
 
     def _read(self, key: Callable[[], str]) -> bytes | None:
         try:
@@ -68,7 +69,7 @@ class RunMedia:
         return self._read(lambda: self.keys.input(name))
 
     def output(self, item_id: str) -> bytes | None:
-        return self._read(lambda: self.keys.output(item_id))
+        return self._read(lambda: self.keys.output(item_id, self.ext))
 
     def run_inputs(self, prefix: str) -> list[bytes | None]:
         """Run-level inputs whose name starts with ``prefix`` (e.g. ``style-``), in key order."""
@@ -146,7 +147,7 @@ def render_report(
     kind = summary["kind"]
     sections = [_headline(summary, job), *job.report_sections(summary, classes)]
     sections.append(_failures_table(summary["failures"]))
-    grid_css, grid = _grid(job, items, RunMedia(store, run_id), classes, max_grid)
+    grid_css, grid = _grid(job, items, RunMedia(store, run_id, job.output_format(spec.params).ext), classes, max_grid)
     sections.append(grid)
     if summary.get("unexpected_items"):
         sections.append(

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ascent.shared import html
 from ascent.shared.catalog import ClassCatalog
+from ascent.shared.codecs import PNG, SaveFormat
 from ascent.shared.images import resize_center_crop
 from ascent.shared.params import JobParams
 from ascent.shared.spec import Item, JobSpec
@@ -112,6 +113,16 @@ class WorkContext(Protocol):
         """Same-shape H×W×3 uint8 arrays -> N×3×H×W float32 in [0, 1] on the model's device."""
         ...
 
+    def read_stored(self, key: str) -> bytes | None:
+        """The bytes under ``key`` in the worker's own store (``ascent.shared.keys``), None if absent."""
+        ...
+
+    def classifier(
+        self, model: str, weights: str | None, mean: Sequence[float] | None, std: Sequence[float] | None
+    ) -> Any:
+        """Another classifier (``--model`` syntax) on this device, loaded once per worker process."""
+        ...
+
 
 class Media(Protocol):
     """The run's stored images, for the report (``ascent.producer.report.RunMedia``)."""
@@ -141,6 +152,8 @@ class Job:
     #: The job's main rate for the default ``summary_lines`` and ``headline``: summary keys of the
     #: rate and its counts k of n, and a text with ``{}`` where "k/n" goes, or None.
     headline_rate: ClassVar[tuple[str, str, str, str] | None] = None
+    #: Whether ``ascent run`` / ``ascent submit`` offer it (False: a command of its own plans it).
+    standalone: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         return f"<job {self.name}>"
@@ -150,6 +163,10 @@ class Job:
     def plan_items(self, params: JobParams, items: list[Item]) -> list[Item]:
         """The run's items; ``items`` are those enumerated from the inputs (empty without inputs)."""
         return items
+
+    def plan_run_items(self, spec: JobSpec, items: list[Item]) -> list[Item]:
+        """``plan_items`` with the whole validated spec (the model's class count); what the producer calls."""
+        return self.plan_items(spec.params, items)
 
     # ----------------------------------------------------------------------------- worker
 
@@ -168,6 +185,10 @@ class Job:
         """The kernel on the loaded items as one batch; one Outcome per item, in order."""
         raise NotImplementedError
 
+    def output_format(self, params: JobParams) -> SaveFormat:
+        """How the outputs are stored (``outputs/<item_id>.<ext>``); default PNG, 8-bit exact."""
+        return PNG
+
     # ----------------------------------------------------------------------------- collector
 
     def exported(self, row: Mapping[str, Any]) -> bool:
@@ -177,6 +198,10 @@ class Job:
     def summarize(self, spec: JobSpec, rows: list[dict[str, Any]], classes: ClassCatalog) -> dict[str, Any]:
         """The job's fields of summary.json from the run's rows (one per item; status done, failed or
         pending; a done row holds the item's result fields)."""
+        return {}
+
+    def run_files(self, summary: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Extra JSON files the collector writes beside summary.json (name -> content), from the summary."""
         return {}
 
     def summary_lines(self, summary: Mapping[str, Any]) -> list[str]:

@@ -24,7 +24,9 @@ from typing import Any, ClassVar
 
 from ascent.shared import html
 from ascent.shared.catalog import FOOL_LOSSES, FOOL_NORMS, FOOL_TARGET_MODES, PRECISIONS, ClassCatalog
+from ascent.shared.codecs import SaveFormat, is_save_format, parse_save_format, tensor_roundtrip
 from ascent.shared.errors import InvalidInput, InvalidSpec
+from ascent.shared.jobs import fool_matrix
 from ascent.shared.jobs import fool_report as report
 from ascent.shared.jobs.base import Job, Loaded, Media, Outcome, WorkContext, images_of
 from ascent.shared.params import (
@@ -37,18 +39,40 @@ from ascent.shared.params import (
     POSITIVE_NUMBER,
     SWITCH,
     JobParams,
+    Kind,
     one_of,
     param,
 )
 from ascent.shared.spec import Item, JobSpec
 from ascent.shared.stats import finite
 
+ALL = "all"  # --target all: every class of the model (a targetability matrix)
+
+
+def _class_id(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _target_text(text: str) -> str | list[str]:
+    """``--target`` text: one class or mode, or several classes comma-separated (``3,5,cat``)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return parts if len(parts) > 1 else text.strip()
+
+
 TARGET = dataclasses.replace(
     OPTIONAL_CLASS,
-    meaning="a class id, 'random', 'least-likely', 'per-item', or null (untargeted)",
-    check=lambda v: v is None or v in FOOL_TARGET_MODES or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
-    aliases=(("none", None), ("untargeted", None), *((mode, mode) for mode in FOOL_TARGET_MODES)),
+    meaning="a class id, a list of class ids, 'all', 'random', 'least-likely', 'per-item', or null (untargeted)",
+    check=lambda v: (
+        v is None
+        or v in (*FOOL_TARGET_MODES, ALL)
+        or _class_id(v)
+        or (isinstance(v, tuple) and len(v) > 0 and len(set(v)) == len(v) and all(_class_id(c) for c in v))
+    ),
+    parse=_target_text,
+    sequence=True,
+    aliases=(("none", None), ("untargeted", None), *((mode, mode) for mode in (*FOOL_TARGET_MODES, ALL))),
 )
+SAVE_FORMAT = Kind("png, jpeg:Q or webp:Q (quality Q in 1..100)", is_save_format, str, metavar="FORMAT")
 PRECISION = one_of(*PRECISIONS)
 PRECISION_HELP = (
     "fp32 (the reference) or bf16 autocast of the network while stepping: faster on GPUs and on CPUs "
@@ -65,7 +89,8 @@ class FoolParams(JobParams):
         TARGET,
         "target class: an id or a name of the model's classes; random (seeded by --seed: never the true "
         "nor the predicted class), least-likely (the clean image's lowest score) or per-item (the input "
-        "manifest's target column)",
+        "manifest's target column); several classes (3,5,cat) or all: every image towards each of them, "
+        "item ids <image>-t<class>, and an images × classes table in the report",
         cli_required=True,
         flags=(("--untargeted", "untargeted", "move away from the true class where known, else the prediction"),),
     )
@@ -100,6 +125,12 @@ class FoolParams(JobParams):
     momentum: float = param(0.0, NON_NEGATIVE_NUMBER, "MI-FGSM momentum μ (0 = PGD; the peers use 1.0)")
     early_stop: bool = param(True, SWITCH, "--no-early-stop: every image runs the whole budget")
     seed: int = param(0, NON_NEGATIVE_INT, "seed of the random starts and of --target random (per item)")
+    save_format: str = param(
+        "png",
+        SAVE_FORMAT,
+        "how outputs are stored: png (8-bit exact), jpeg:Q or webp:Q; an item succeeds only if its image "
+        "after encoding and decoding still does (and is inside the ε-ball), else stepping goes on",
+    )
 
     @property
     def bounded(self) -> bool:
@@ -174,6 +205,22 @@ class Fool(Job):
     def exported(self, row: Mapping[str, Any]) -> bool:
         return row.get("fooled") is True
 
+    def output_format(self, params: JobParams) -> SaveFormat:
+        assert isinstance(params, FoolParams)
+        return parse_save_format(params.save_format)
+
+    def plan_run_items(self, spec: JobSpec, items: list[Item]) -> list[Item]:
+        """``--target all``: the model's classes, which only the spec knows (InvalidSpec without them)."""
+        params = spec.params
+        assert isinstance(params, FoolParams)
+        if params.target == ALL:
+            if spec.num_classes is None:
+                raise InvalidSpec(
+                    "params.target", "all: the model's class count is not known here; give the classes (0,1,2,...)"
+                )
+            params = params.replace(target=tuple(range(spec.num_classes)))
+        return self.plan_items(params, items)
+
     def plan_items(self, params: JobParams, items: list[Item]) -> list[Item]:
         """With a budget, each image once per ε (image-major), the ε in the item's variant; ids stay the
         image's with one ε and become ``<image id>-e<k>`` (k: the ε's position in ``--eps``) with several.
@@ -187,6 +234,10 @@ class Fool(Job):
                     f"per-item: {missing[0].path or missing[0].source} has no target (give a .csv or .jsonl of "
                     "path,label,target)",
                 )
+        if isinstance(params.target, tuple):  # a targetability matrix: (image, class) pairs, image-major
+            items = [
+                dataclasses.replace(i, item_id=f"{i.item_id}-t{c}", target=c) for i in items for c in params.target
+            ]
         if not params.bounded or params.eps is None:
             return items
         sweep = len(params.eps) > 1
@@ -203,14 +254,17 @@ class Fool(Job):
         p = ctx.spec.params
         assert isinstance(p, FoolParams)
         images = ctx.tensor(images_of(batch))
-        targets = choose_targets(ctx.model, images, batch, p.target, p.seed)
+        mode = "per-item" if isinstance(p.target, tuple) or p.target == ALL else p.target  # planned per item
+        targets = choose_targets(ctx.model, images, batch, mode, p.seed)
+        fmt = self.output_format(p)
         eps = [_variant_eps(x.item, p) for x in batch] if p.bounded else None
         result = fool(
             ctx.model,
             images,
             targets,
-            **p.arguments("target", "eps", "seed"),
+            **p.arguments("target", "eps", "seed", "save_format"),
             eps=eps,
+            codec=None if fmt.lossless else tensor_roundtrip(fmt),
             seed=[item_seed(p.seed, x.item.item_id) for x in batch],
             labels=[x.label for x in batch],
         )
@@ -232,7 +286,14 @@ class Fool(Job):
         return outcomes
 
     def summarize(self, spec: JobSpec, rows: list[dict[str, Any]], classes: ClassCatalog) -> dict[str, Any]:
-        return report.summarize(spec, rows, classes)
+        summary = report.summarize(spec, rows, classes)
+        target = spec.params.target
+        if target == ALL and spec.num_classes is not None:
+            target = tuple(range(spec.num_classes))
+        if isinstance(target, tuple):
+            summary["target_mode"] = "matrix"
+            summary["targetability"] = fool_matrix.matrix(rows, target)
+        return summary
 
     def summary_lines(self, summary: Mapping[str, Any]) -> list[str]:
         return report.summary_lines(summary)
@@ -241,7 +302,8 @@ class Fool(Job):
         return report.headline(summary)
 
     def report_sections(self, summary: Mapping[str, Any], classes: ClassCatalog) -> list[str]:
-        return report.report_sections(summary, classes)
+        matrix = [fool_matrix.section(summary["targetability"], classes)] if "targetability" in summary else []
+        return matrix + report.report_sections(summary, classes)
 
     def tile(self, row: Mapping[str, Any], media: Media, classes: ClassCatalog, shared: Any) -> str:
         return report.tile(row, media, classes)
