@@ -29,6 +29,7 @@ from typing import Any
 from ascent.producer.build import DEFAULT_SHARD_SIZE, PROG
 from ascent.producer.commands import COMMANDS, EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, note
 from ascent.producer.options import add_job_options
+from ascent.producer.verify_command import add_verify_command
 from ascent.shared.errors import AscentError, InvalidInput, StoreError
 from ascent.shared.jobs import registry
 from ascent.shared.jobs.base import Job
@@ -161,6 +162,7 @@ def build_parser(jobs: Mapping[str, Job] | None = None) -> argparse.ArgumentPars
         "lost workers or a producer crash); safe to repeat, also while workers run. Without a broker, "
         "finishes the run with an embedded Redis and local workers",
     )
+    add_verify_command(commands, _positive_int)
     export = _run_id_command(commands, "export", "write a run's outputs as a dataset (imagefolder, npz, webdataset)")
     export.add_argument("--format", required=True, choices=("imagefolder", "npz", "webdataset"), help="the layout")
     export.add_argument("--to", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="where to write it")

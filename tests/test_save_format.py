@@ -161,7 +161,7 @@ def test_target_all_attacks_every_image_towards_every_class_with_a_matrix_in_the
     page = store.get(run_key("matrix", "report.html")).decode()
     assert "Targetability: 3 images × 5 classes" in page
     matrix = page.split('<table class="targetability">')[1].split("</table>")[0]
-    assert matrix.count("<tr>") == 1 + 3 + 1 and matrix.count("<td class=\"n ") == 15
+    assert matrix.count("<tr>") == 1 + 3 + 1 and matrix.count('<td class="n ') == 15
     assert_well_formed(page)
 
     listed = FOOL.plan_items(FoolParams.from_dict({"target": [4, 2]}), enumerate_inputs([path]))
