@@ -20,7 +20,7 @@ from ascent.shared.errors import InvalidInput, NotFoundInStore, TransientError
 from ascent.shared.jobs import get_job
 from ascent.shared.jobs.base import Job
 from ascent.shared.keys import RunKeys
-from ascent.shared.records import DONE, FAILED, PENDING, ShardRecord, json_safe
+from ascent.shared.records import DONE, FAILED, PENDING, RECORDED, SKIPPED, ShardRecord, json_safe
 from ascent.shared.settings import Settings
 from ascent.shared.sources import SourceReader
 from ascent.shared.spec import JobSpec, Manifest
@@ -64,7 +64,7 @@ def dedupe(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     sorted by item_id. Rows that are not results (status "pending") are dropped."""
     best: dict[str, dict[str, Any]] = {}
     for record in records:
-        if record.get("status") not in (DONE, FAILED):
+        if record.get("status") not in RECORDED:
             continue
         current = best.get(record["item_id"])
         if current is None or _preference(record) >= _preference(current):
@@ -178,6 +178,7 @@ def summarize(
         "n_done": status[DONE],
         "n_failed": status[FAILED],
         "n_pending": status[PENDING],
+        "n_skipped": status[SKIPPED],
         "failures": [
             {
                 "item_id": r["item_id"],

@@ -3,7 +3,8 @@
 A shard record is the commit marker of a shard: the worker writes every output object first and the
 record last, to ``runs/<run_id>/records/<shard_id>.json``. In JSON an item record is one flat object:
 
-    item_id, source, label (true class or null), status ("done" | "failed"), error (null or a message
+    item_id, source, label (true class or null), status ("done" | "failed" | "skipped": not run, the
+    job's stopping rule said the answer was known, ``--until-ci``), error (null or a message
     that names the item and the reason), output (URI of the output image or null), and the job's
     per-item result fields (``Job.result_fields``: e.g. fool's fooled, iterations, pred_after, ...)
 
@@ -23,7 +24,9 @@ from ascent.shared.spec import SPEC_VERSION, Item
 
 DONE = "done"
 FAILED = "failed"
+SKIPPED = "skipped"  # recorded without running: the run's precision was reached (fool --until-ci)
 PENDING = "pending"  # a collector row of an item without a record yet
+RECORDED = (DONE, FAILED, SKIPPED)
 _ITEM_FIELDS = ("item_id", "source", "label", "status", "error", "output")
 _SHARD_FIELDS = ("version", "run_id", "shard_id", "kind", "written_at", "items")
 
@@ -59,6 +62,10 @@ class ItemRecord:
     def failed(cls, item: Item, error: str) -> ItemRecord:
         return cls(item.item_id, item.source, item.label, FAILED, error, None)
 
+    @classmethod
+    def skipped(cls, item: Item, reason: str) -> ItemRecord:
+        return cls(item.item_id, item.source, item.label, SKIPPED, None, None, {"skipped": reason})
+
     def to_dict(self) -> dict[str, Any]:
         fixed = {name: getattr(self, name) for name in _ITEM_FIELDS}
         return json_safe({**self.result, **fixed})
@@ -67,8 +74,8 @@ class ItemRecord:
     def from_dict(cls, d: Any, where: str = "record") -> ItemRecord:
         if not isinstance(d, Mapping) or not isinstance(d.get("item_id"), str):
             raise InvalidInput(f"{where}: an item record without an item_id")
-        if d.get("status") not in (DONE, FAILED):
-            raise InvalidInput(f"{where}: item {d['item_id']}: status {d.get('status')!r} is not done/failed")
+        if d.get("status") not in RECORDED:
+            raise InvalidInput(f"{where}: item {d['item_id']}: status {d.get('status')!r} is not done/failed/skipped")
         result = {k: v for k, v in d.items() if k not in _ITEM_FIELDS}
         label = d.get("label")
         return cls(

@@ -54,7 +54,9 @@ def net() -> Any:
     return load_classifier(MODEL, "random", device="cpu")
 
 
-def run_fool(root: Path, images: Path, run_id: str, params: dict, num_classes: int | None = None) -> FileStore:
+def run_fool(
+    root: Path, images: Path, run_id: str, params: dict, num_classes: int | None = None, shard_size: int = 16
+) -> FileStore:
     """Plan ``params`` over ``images`` as the producer does, run every shard in this process, collect."""
     store = FileStore(root / "store")
     spec = JobSpec(
@@ -68,7 +70,7 @@ def run_fool(root: Path, images: Path, run_id: str, params: dict, num_classes: i
         size=SIZE,
         num_classes=num_classes,
     ).validate()
-    manifest = plan_run(spec, FOOL.plan_run_items(spec, enumerate_inputs([images])), 16)
+    manifest = plan_run(spec, FOOL.plan_run_items(spec, enumerate_inputs([images])), shard_size)
     store.put_json(run_key(run_id, "spec.json"), spec.to_dict())
     store.put_json(run_key(run_id, "manifest.json"), manifest.to_dict())
     runtime = WorkerRuntime.build(Settings(store=store.uri, input_roots=(str(images.parent),)))

@@ -210,6 +210,10 @@ def run_shard(
     started = time.perf_counter()
     dev = pick_device(device)
     job = get_job(spec.kind, runtime.jobs)
+    if job.stops_early(spec):
+        stop = job.stop_reason(spec, finished_rows(store, spec.run_id))
+        if stop is not None:
+            return record_shard_skipped(spec, shard, store, stop, info=info)
     failure = run_failure(store, spec.run_id)
     if failure is not None:  # another shard found the run cannot go on: no model load for this one
         return record_shard_failed(spec, shard, store, failure, info=info, device=dev, started=started)
@@ -247,6 +251,28 @@ def run_shard(
         record.info["seconds"],
         dev,
     )
+    return record
+
+
+def finished_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The item records of every shard of the run recorded so far (unreadable records left out)."""
+    rows: list[dict[str, Any]] = []
+    for key in store.list(RunKeys(run_id).records):
+        with contextlib.suppress(InvalidInput, NotFoundInStore, ValueError):
+            rows += [i.to_dict() for i in ShardRecord.from_dict(store.get_json(key)).items]
+    return rows
+
+
+def record_shard_skipped(
+    spec: JobSpec, shard: Shard, store: Store, reason: str, *, info: dict[str, Any] | None = None
+) -> ShardRecord:
+    """Record every item of the shard skipped, not run, because ``reason``."""
+    items = tuple(ItemRecord.skipped(item, reason) for item in shard.items)
+    record = ShardRecord(
+        spec.run_id, shard.shard_id, spec.kind, items, info=_record_info(info, None, time.perf_counter())
+    )
+    store.put_json(RunKeys(spec.run_id).record(shard.shard_id), record.to_dict())
+    log.info("shard %s/%s: %d items skipped: %s", spec.run_id, shard.shard_id, len(items), reason)
     return record
 
 

@@ -200,6 +200,15 @@ class Job:
         pending; a done row holds the item's result fields)."""
         return {}
 
+    def stops_early(self, spec: JobSpec) -> bool:
+        """Whether workers ask ``stop_reason`` before each shard (it reads the run's finished records)."""
+        return False
+
+    def stop_reason(self, spec: JobSpec, rows: Sequence[Mapping[str, Any]]) -> str | None:
+        """Why the remaining shards need not run, from the finished rows of the run (None: run them);
+        their items are then recorded ``skipped`` with this reason."""
+        return None
+
     def run_files(self, summary: Mapping[str, Any]) -> Mapping[str, Any]:
         """Extra JSON files the collector writes beside summary.json (name -> content), from the summary."""
         return {}

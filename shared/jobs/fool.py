@@ -27,6 +27,7 @@ from ascent.shared.catalog import FOOL_LOSSES, FOOL_NORMS, FOOL_TARGET_MODES, PR
 from ascent.shared.codecs import SaveFormat, is_save_format, parse_save_format, tensor_roundtrip
 from ascent.shared.errors import InvalidInput, InvalidSpec
 from ascent.shared.jobs import fool_matrix
+from ascent.shared.jobs import fool_precision as precision
 from ascent.shared.jobs import fool_report as report
 from ascent.shared.jobs.base import Job, Loaded, Media, Outcome, WorkContext, images_of
 from ascent.shared.params import (
@@ -43,6 +44,7 @@ from ascent.shared.params import (
     one_of,
     param,
 )
+from ascent.shared.records import SKIPPED
 from ascent.shared.spec import Item, JobSpec
 from ascent.shared.stats import finite
 
@@ -71,6 +73,12 @@ TARGET = dataclasses.replace(
     parse=_target_text,
     sequence=True,
     aliases=(("none", None), ("untargeted", None), *((mode, mode) for mode in (*FOOL_TARGET_MODES, ALL))),
+)
+UNTIL_CI = Kind(
+    "null or a number in (0, 0.5)",
+    lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 0.5),
+    float,
+    metavar="W",
 )
 SAVE_FORMAT = Kind("png, jpeg:Q or webp:Q (quality Q in 1..100)", is_save_format, str, metavar="FORMAT")
 PRECISION = one_of(*PRECISIONS)
@@ -125,6 +133,12 @@ class FoolParams(JobParams):
     momentum: float = param(0.0, NON_NEGATIVE_NUMBER, "MI-FGSM momentum μ (0 = PGD; the peers use 1.0)")
     early_stop: bool = param(True, SWITCH, "--no-early-stop: every image runs the whole budget")
     seed: int = param(0, NON_NEGATIVE_INT, "seed of the random starts and of --target random (per item)")
+    until_ci: float | None = param(
+        None,
+        UNTIL_CI,
+        "stop once the 95 %% interval of the success rate (and of robust accuracy when labelled) is within "
+        "±W: items run in a random order (seeded by --seed), the rest are recorded skipped",
+    )
     save_format: str = param(
         "png",
         SAVE_FORMAT,
@@ -238,14 +252,25 @@ class Fool(Job):
             items = [
                 dataclasses.replace(i, item_id=f"{i.item_id}-t{c}", target=c) for i in items for c in params.target
             ]
-        if not params.bounded or params.eps is None:
-            return items
-        sweep = len(params.eps) > 1
-        return [
-            dataclasses.replace(item, item_id=f"{item.item_id}-e{k}" if sweep else item.item_id, variant={"eps": e})
-            for item in items
-            for k, e in enumerate(params.eps)
-        ]
+        if params.bounded and params.eps is not None:
+            sweep = len(params.eps) > 1
+            items = [
+                dataclasses.replace(item, item_id=f"{item.item_id}-e{k}" if sweep else item.item_id, variant={"eps": e})
+                for item in items
+                for k, e in enumerate(params.eps)
+            ]
+        if params.until_ci is not None:  # a random sample first, whenever the run stops
+            items = list(items)
+            random.Random(f"until-ci:{params.seed}").shuffle(items)
+        return items
+
+    def stops_early(self, spec: JobSpec) -> bool:
+        assert isinstance(spec.params, FoolParams)
+        return spec.params.until_ci is not None
+
+    def stop_reason(self, spec: JobSpec, rows: Sequence[Mapping[str, Any]]) -> str | None:
+        width = spec.params.until_ci
+        return precision.REASON if width is not None and precision.reached(rows, width) else None
 
     def run(self, ctx: WorkContext, batch: Sequence[Loaded]) -> list[Outcome]:
         from ascent.shared.kernels import fool
@@ -262,7 +287,7 @@ class Fool(Job):
             ctx.model,
             images,
             targets,
-            **p.arguments("target", "eps", "seed", "save_format"),
+            **p.arguments("target", "eps", "seed", "save_format", "until_ci"),
             eps=eps,
             codec=None if fmt.lossless else tensor_roundtrip(fmt),
             seed=[item_seed(p.seed, x.item.item_id) for x in batch],
@@ -286,7 +311,9 @@ class Fool(Job):
         return outcomes
 
     def summarize(self, spec: JobSpec, rows: list[dict[str, Any]], classes: ClassCatalog) -> dict[str, Any]:
-        summary = report.summarize(spec, rows, classes)
+        summary = report.summarize(spec, [r for r in rows if r["status"] != SKIPPED], classes)
+        if spec.params.until_ci is not None:
+            summary["precision"] = precision.summary(rows, spec.params.until_ci)
         target = spec.params.target
         if target == ALL and spec.num_classes is not None:
             target = tuple(range(spec.num_classes))
@@ -296,14 +323,16 @@ class Fool(Job):
         return summary
 
     def summary_lines(self, summary: Mapping[str, Any]) -> list[str]:
-        return report.summary_lines(summary)
+        extra = precision.lines(summary["precision"]) if "precision" in summary else []
+        return report.summary_lines(summary) + extra
 
     def headline(self, summary: Mapping[str, Any]) -> list[html.Card]:
         return report.headline(summary)
 
     def report_sections(self, summary: Mapping[str, Any], classes: ClassCatalog) -> list[str]:
-        matrix = [fool_matrix.section(summary["targetability"], classes)] if "targetability" in summary else []
-        return matrix + report.report_sections(summary, classes)
+        extra = [fool_matrix.section(summary["targetability"], classes)] if "targetability" in summary else []
+        extra += [precision.section(summary["precision"])] if "precision" in summary else []
+        return extra + report.report_sections(summary, classes)
 
     def tile(self, row: Mapping[str, Any], media: Media, classes: ClassCatalog, shared: Any) -> str:
         return report.tile(row, media, classes)
