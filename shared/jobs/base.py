@@ -154,6 +154,8 @@ class Job:
     headline_rate: ClassVar[tuple[str, str, str, str] | None] = None
     #: Whether ``ascent run`` / ``ascent submit`` offer it (False: a command of its own plans it).
     standalone: ClassVar[bool] = True
+    #: Whether it runs a kernel on the one ascent loop (the kernel contract test covers those).
+    ascends: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         return f"<job {self.name}>"

@@ -121,6 +121,7 @@ class Verify(Job):
     Params = VerifyParams
     inputs = None
     standalone = False  # planned from a finished run by ``ascent verify RUN_ID``
+    ascends = False  # it classifies stored outputs; nothing is optimised
     export_fields = ("sha256_ok", "claim_holds", "pred", "preds", "success")
 
     @staticmethod
