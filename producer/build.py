@@ -68,7 +68,7 @@ def prepare_job(
     ).validate(jobs, settings.limits)
     lookup = choice.catalog.lookup if choice.catalog is not None else None
     found = enumerate_inputs(paths, settings=settings, resolve=lookup) if job.inputs is not None else []
-    items = job.plan_items(spec.params, found)
+    items = job.plan_run_items(spec, found)
     if choice.num_classes is not None:
         for item in items:
             for what, class_id in (("label", item.label), ("target", item.target)):

@@ -31,6 +31,7 @@ from ascent.producer import operate
 from ascent.producer.build import DEFAULT_SHARD_SIZE, PROG
 from ascent.producer.commands import COMMANDS, EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, note
 from ascent.producer.options import add_job_options
+from ascent.producer.verify_command import add_verify_command
 from ascent.shared.errors import AscentError, InvalidInput, StoreError
 from ascent.shared.jobs import registry
 from ascent.shared.jobs.base import Job
@@ -125,7 +126,7 @@ def build_parser(jobs: Mapping[str, Job] | None = None) -> argparse.ArgumentPars
     run_jobs = run.add_subparsers(dest="job", metavar="JOB", required=True)
     submit = commands.add_parser("submit", help="enqueue a job to the configured broker; prints the run id")
     submit_jobs = submit.add_subparsers(dest="job", metavar="JOB", required=True)
-    for job in jobs.values():
+    for job in (j for j in jobs.values() if j.standalone):
         for subparsers, parents, verb in ((run_jobs, [common, run_only], "run"), (submit_jobs, [common], "submit")):
             command = subparsers.add_parser(
                 job.name, parents=parents, help=f"{verb} {job.name}: {job.help}", description=job.help
@@ -167,6 +168,7 @@ def build_parser(jobs: Mapping[str, Job] | None = None) -> argparse.ArgumentPars
         "lost workers or a producer crash); safe to repeat, also while workers run. Without a broker, "
         "finishes the run with an embedded Redis and local workers",
     )
+    add_verify_command(commands, _positive_int)
     export = _run_id_command(commands, "export", "write a run's outputs as a dataset (imagefolder, npz, webdataset)")
     export.add_argument("--format", required=True, choices=("imagefolder", "npz", "webdataset"), help="the layout")
     export.add_argument("--to", required=True, metavar="DIR|s3://BUCKET/PREFIX", help="where to write it")

@@ -21,7 +21,7 @@ from ascent.shared.errors import InvalidInput, NotFoundInStore, TransientError
 from ascent.shared.jobs import get_job
 from ascent.shared.jobs.base import Job
 from ascent.shared.keys import RunKeys
-from ascent.shared.records import CANCELLED, DONE, FAILED, PENDING, STATUSES, ShardRecord, json_safe
+from ascent.shared.records import CANCELLED, DONE, FAILED, PENDING, SKIPPED, STATUSES, ShardRecord, json_safe
 from ascent.shared.settings import Settings
 from ascent.shared.sources import SourceReader
 from ascent.shared.spec import JobSpec, Manifest
@@ -143,8 +143,8 @@ class WorkerStat:
 
 @dataclass(frozen=True)
 class Progress:
-    """How far a run is: ``total`` items in the manifest, of which ``done``/``failed``/``cancelled``
-    are recorded. ``in_flight``: the items running shards are through, as their workers estimate.
+    """How far a run is: ``total`` items in the manifest, of which ``done``/``failed``/``cancelled``/
+    ``skipped`` are recorded. ``in_flight``: the items running shards are through, as their workers estimate.
 
     ``workers`` counts recorded items per worker name (empty when records do not name workers);
     ``fleet`` has each worker's numbers; ``started_at`` is when the first shard started (wall time).
@@ -162,11 +162,12 @@ class Progress:
     fleet: tuple[WorkerStat, ...] = ()
     cancel_requested: bool = False
     started_at: float | None = None
+    skipped: int = 0
 
     @property
     def finished(self) -> int:
-        """Items with a result, done, failed or cancelled."""
-        return self.done + self.failed + self.cancelled
+        """Items with a result, done, failed, cancelled or skipped."""
+        return self.done + self.failed + self.cancelled + self.skipped
 
     @property
     def estimate(self) -> float:
@@ -229,6 +230,7 @@ def progress(store: Store, run_id: str) -> Progress:
         fleet=_fleet(shards, markers),
         cancel_requested=store.exists(RunKeys(run_id).cancel),
         started_at=_started_at(shards, markers),
+        skipped=status[SKIPPED],
     )
 
 
@@ -259,11 +261,12 @@ def summarize(
         "model": spec.model,
         "params": spec.params.to_dict(),
         "n_items": len(rows),
-        "n_recorded": status[DONE] + status[FAILED] + status[CANCELLED],
+        "n_recorded": status[DONE] + status[FAILED] + status[CANCELLED] + status[SKIPPED],
         "n_done": status[DONE],
         "n_failed": status[FAILED],
         "n_cancelled": status[CANCELLED],
         "n_pending": status[PENDING],
+        "n_skipped": status[SKIPPED],
         "failures": [
             {
                 "item_id": r["item_id"],
@@ -299,14 +302,16 @@ def run_classes(spec: JobSpec) -> ClassCatalog:
 # --- collect ------------------------------------------------------------------------------------
 
 
-def _presigned(store: Store, keys: RunKeys, rows: list[dict[str, Any]], expires: int) -> list[dict[str, Any]]:
+def _presigned(
+    store: Store, keys: RunKeys, rows: list[dict[str, Any]], expires: int, ext: str = "png"
+) -> list[dict[str, Any]]:
     """Rows whose output (and any field naming the same object) are presigned URLs."""
     out = []
     for row in rows:
         row = dict(row)
         output = row.get("output")
         if output:
-            url = store.url(keys.output(row["item_id"]), expires=expires)
+            url = store.url(keys.output(row["item_id"], ext), expires=expires)
             row.update({k: url for k, v in row.items() if v == output})
         out.append(row)
     return out
@@ -331,13 +336,15 @@ def collect(
     unreadable: list[str] = []
     records = read_records(store, run_id, unreadable)
     if presign is not None:
-        records = _presigned(store, keys, records, presign)
+        records = _presigned(store, keys, records, presign, get_job(spec.kind, jobs).output_format(spec.params).ext)
     rows = item_table(manifest, records)
     classes = run_classes(spec)
     summary = summarize(spec, manifest, records, jobs, unreadable, classes)
     summary["report"] = store.url(keys.report, expires=presign)
     page = render_report(spec, manifest, summary, rows, store, jobs, classes=classes)
     store.put_json(keys.summary, summary)
+    for name, content in get_job(spec.kind, jobs).run_files(summary).items():
+        store.put_json(keys.key(name), content)
     store.put(keys.items, items_jsonl(rows), "application/x-ndjson")
     store.put(keys.report, page.encode("utf-8"), "text/html; charset=utf-8")
     return summary

@@ -18,6 +18,7 @@ from ascent.producer.build import PROG, prepare_job
 from ascent.producer.collector import collect, format_summary, progress
 from ascent.producer.progress import RunFailed, RunTimeout, check_run_failure, print_progress, wait_for_run
 from ascent.producer.submit import resume, submit, unrecorded_shards
+from ascent.producer.verify_command import cmd_verify
 from ascent.shared.errors import InvalidInput
 from ascent.shared.queue import create_app
 from ascent.shared.settings import Settings, redact_url
@@ -215,4 +216,5 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], int]] = {
     "flower": cmd_flower,
     "resume": cmd_resume,
     "export": cmd_export,
+    "verify": cmd_verify,
 }

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ascent.producer.collector import item_table, read_records, run_classes
+from ascent.shared.codecs import SaveFormat
 from ascent.shared.errors import InvalidInput, NotFoundInStore
 from ascent.shared.jobs import get_job
 from ascent.shared.jobs.base import Job
@@ -56,7 +57,7 @@ def safe_name(text: str) -> str:
     return name
 
 
-def _paths(rows: list[dict[str, Any]], classes: Any) -> list[str]:
+def _paths(rows: list[dict[str, Any]], classes: Any, ext: str = "png") -> list[str]:
     """The imagefolder path of each row (see the module docstring), unique, in row order."""
     taken: set[str] = set()
     paths = []
@@ -68,9 +69,9 @@ def _paths(rows: list[dict[str, Any]], classes: Any) -> list[str]:
             if folder is not None
             else [*(safe_name(p) for p in original.parent.parts), safe_name(original.stem)]
         )
-        path = "/".join(parts) + ".png"
+        path = "/".join(parts) + f".{ext}"
         if path in taken:
-            path = "/".join([*parts[:-1], f"{parts[-1]}-{row['item_id']}"]) + ".png"
+            path = "/".join([*parts[:-1], f"{parts[-1]}-{row['item_id']}"]) + f".{ext}"
         taken.add(path)
         paths.append(path)
     return paths
@@ -100,31 +101,34 @@ def export(
     rows = [r for r in rows if r["status"] == "done" and (all_items or job.exported(r))]
     if not rows:
         raise InvalidInput(f"run {run_id}: nothing to export (no item succeeded; --all exports every done item)")
+    save_as = job.output_format(spec.params)
     images = []
     for row in rows:
         try:
-            images.append(store.get(keys.output(row["item_id"])))
+            images.append(store.get(keys.output(row["item_id"], save_as.ext)))
         except NotFoundInStore:
             raise InvalidInput(
                 f"run {run_id}: item {row['item_id']} is recorded done but its output is missing"
             ) from None
     if fmt == "imagefolder":
-        files = _imagefolder(rows, images, job, classes, to)
+        files = _imagefolder(rows, images, job, classes, to, save_as)
     elif fmt == "npz":
         files = _npz(rows, images, job, to)
     else:
-        files = _webdataset(rows, images, job, classes, to, shard_items)
+        files = _webdataset(rows, images, job, classes, to, shard_items, save_as)
     return Exported(len(rows), files, to.uri)
 
 
-def _imagefolder(rows: list[dict[str, Any]], images: list[bytes], job: Job, classes: Any, to: Store) -> int:
-    paths = _paths(rows, classes)
+def _imagefolder(
+    rows: list[dict[str, Any]], images: list[bytes], job: Job, classes: Any, to: Store, fmt: SaveFormat
+) -> int:
+    paths = _paths(rows, classes, fmt.ext)
     table = io.StringIO()
     columns = ["path", "item_id", "source", "label", "label_name", *job.export_fields]
     writer = csv.DictWriter(table, columns, lineterminator="\n")
     writer.writeheader()
     for row, path, data in zip(rows, paths, images, strict=True):
-        to.put(path, data, "image/png")
+        to.put(path, data, fmt.media_type)
         source = row.get("original") or row.get("source")
         writer.writerow(
             {
@@ -162,7 +166,13 @@ def _npz(rows: list[dict[str, Any]], images: list[bytes], job: Job, to: Store) -
 
 
 def _webdataset(
-    rows: list[dict[str, Any]], images: list[bytes], job: Job, classes: Any, to: Store, shard_items: int
+    rows: list[dict[str, Any]],
+    images: list[bytes],
+    job: Job,
+    classes: Any,
+    to: Store,
+    shard_items: int,
+    fmt: SaveFormat,
 ) -> int:
     if shard_items < 1:
         raise InvalidInput(f"--shard-items {shard_items}: must be a positive integer")
@@ -178,7 +188,7 @@ def _webdataset(
                     "label_name": classes.name(row.get("label")),
                     **_fields(row, job),
                 }
-                for suffix, payload in (("png", data), ("json", json.dumps(meta, sort_keys=True).encode())):
+                for suffix, payload in ((fmt.ext, data), ("json", json.dumps(meta, sort_keys=True).encode())):
                     info = tarfile.TarInfo(f"{row['item_id']}.{suffix}")
                     info.size, info.mtime, info.mode = len(payload), 0, 0o644  # deterministic bytes
                     tar.addfile(info, io.BytesIO(payload))

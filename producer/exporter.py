@@ -32,7 +32,7 @@ from ascent.shared.store import Store
 
 log = logging.getLogger(__name__)
 MAX_RUNS = 50  # the newest runs of the store get metrics; older ones are history
-STATES = ("done", "failed", "cancelled", "pending")
+STATES = ("done", "failed", "cancelled", "skipped", "pending")
 
 
 class AscentCollector:
@@ -50,7 +50,7 @@ class AscentCollector:
         now = time.time()
         for row in list_runs(self.store)[: self.max_runs]:
             p = row.progress
-            for state, n in zip(STATES, (p.done, p.failed, p.cancelled, p.pending), strict=True):
+            for state, n in zip(STATES, (p.done, p.failed, p.cancelled, p.skipped, p.pending), strict=True):
                 items.add_metric([row.run_id, row.kind, state], n)
             flags = [r["fooled"] for r in read_records(self.store, row.run_id) if isinstance(r.get("fooled"), bool)]
             if flags:

@@ -101,6 +101,7 @@ def print_progress(state: Progress, store_problem: str | None = None, now: float
     now = time.time() if now is None else now
     counts = f"{state.total} items, {state.done} done, {state.failed} failed, {state.pending} pending"
     counts += f", {state.cancelled} cancelled" if state.cancelled or state.cancel_requested else ""
+    counts += f", {state.skipped} skipped" if state.skipped else ""
     print(f"run {state.run_id}: {counts}")
     if state.cancel_requested and not state.complete:
         print("cancel requested: the workers record what is left cancelled")

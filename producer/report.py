@@ -54,9 +54,10 @@ svg text{font:11px system-ui,sans-serif;fill:#5a6577}
 class RunMedia:
     """The run's stored images (``ascent.shared.jobs.base.Media``): None where one is absent."""
 
-    def __init__(self, store: Store, run_id: str) -> None:
+    def __init__(self, store: Store, run_id: str, ext: str = "png") -> None:
         self.store = store
         self.keys = RunKeys(run_id)
+        self.ext = ext  # of the outputs (``Job.output_format``)
 
     def _read(self, key: Callable[[], str]) -> bytes | None:
         try:
@@ -68,7 +69,7 @@ class RunMedia:
         return self._read(lambda: self.keys.input(name))
 
     def output(self, item_id: str) -> bytes | None:
-        return self._read(lambda: self.keys.output(item_id))
+        return self._read(lambda: self.keys.output(item_id, self.ext))
 
     def item_image(self, item_id: str, name: str) -> bytes | None:
         return self._read(lambda: self.keys.item_image(item_id, name))
@@ -148,7 +149,7 @@ def render_report(
     classes = classes or classes_of(spec.model, spec.num_classes)
     run_id = str(summary["run_id"])
     kind = summary["kind"]
-    media = RunMedia(store, run_id)
+    media = RunMedia(store, run_id, job.output_format(spec.params).ext)
     sections = [_headline(summary, job), *job.report_sections(summary, classes)]
     sections += job.media_sections(summary, media, classes)
     sections.append(_failures_table(summary["failures"]))

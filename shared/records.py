@@ -3,7 +3,9 @@
 A shard record is the commit marker of a shard: the worker writes every output object first and the
 record last, to ``runs/<run_id>/records/<shard_id>.json``. In JSON an item record is one flat object:
 
-    item_id, source, label (true class or null), status ("done" | "failed" | "cancelled"), error (null or a message
+    item_id, source, label (true class or null), status ("done" | "failed" | "cancelled": the run was
+    cancelled first, ``ascent cancel`` | "skipped": not run, the job's stopping rule said the answer was
+    known, ``--until-ci``), error (null or a message
     that names the item and the reason), output (URI of the output image or null), and the job's
     per-item result fields (``Job.result_fields``: e.g. fool's fooled, iterations, pred_after, ...)
 
@@ -24,7 +26,8 @@ from ascent.shared.spec import SPEC_VERSION, Item
 DONE = "done"
 FAILED = "failed"
 CANCELLED = "cancelled"  # the run was cancelled before this item finished (``ascent cancel``)
-STATUSES = (DONE, FAILED, CANCELLED)
+SKIPPED = "skipped"  # recorded without running: the run's precision was reached (fool --until-ci)
+STATUSES = (DONE, FAILED, CANCELLED, SKIPPED)
 PENDING = "pending"  # a collector row of an item without a record yet
 _ITEM_FIELDS = ("item_id", "source", "label", "status", "error", "output")
 _SHARD_FIELDS = ("version", "run_id", "shard_id", "kind", "written_at", "items")
@@ -64,6 +67,10 @@ class ItemRecord:
     @classmethod
     def cancelled(cls, item: Item, reason: str = "the run was cancelled") -> ItemRecord:
         return cls(item.item_id, item.source, item.label, CANCELLED, reason, None)
+
+    @classmethod
+    def skipped(cls, item: Item, reason: str) -> ItemRecord:
+        return cls(item.item_id, item.source, item.label, SKIPPED, None, None, {"skipped": reason})
 
     def to_dict(self) -> dict[str, Any]:
         fixed = {name: getattr(self, name) for name in _ITEM_FIELDS}

@@ -21,6 +21,7 @@ shard is recorded ``cancelled``; a queued shard of a cancelled run is recorded s
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import resource
@@ -36,8 +37,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ascent.shared.catalog import model_kind
+from ascent.shared.codecs import PNG, SaveFormat, encode
 from ascent.shared.control import cancel_marker
-from ascent.shared.errors import AlreadyExists, InvalidInput, RunCancelled, TransientError
+from ascent.shared.errors import AlreadyExists, InvalidInput, NotFoundInStore, RunCancelled, TransientError
 from ascent.shared.images import encode_png
 from ascent.shared.jobs import get_job
 from ascent.shared.jobs.base import Job, Loaded, Outcome
@@ -50,6 +53,7 @@ from ascent.shared.spec import Item, JobSpec, Shard
 from ascent.shared.store import Store
 from ascent.shared.tensors import to_tensor
 from ascent.worker.attempts import Attempts
+from ascent.worker.models import PRETRAINED, ModelCache
 from ascent.worker.runtime import WorkerRuntime
 from ascent.worker.watch import ShardWatch
 
@@ -73,6 +77,7 @@ class ShardContext:
     device: torch.device
     store: Store
     reader: SourceReader
+    models: ModelCache | None = None
 
     @property
     def keys(self) -> RunKeys:
@@ -86,6 +91,12 @@ class ShardContext:
         self.store.put(key, encode_png(image), "image/png")
         return self.store.url(key)
 
+    def put_image(self, key: str, image: np.ndarray, fmt: SaveFormat) -> tuple[str, str]:
+        """Write ``image`` in ``fmt`` under ``key``; return its URI and the sha256 of the bytes stored."""
+        data = encode(image, fmt)
+        self.store.put(key, data, fmt.media_type)
+        return self.store.url(key), hashlib.sha256(data).hexdigest()
+
     def put_run_image(self, name: str, image: np.ndarray) -> str:
         key = self.keys.input(name)
         return self.store.url(key) if self.store.exists(key) else self.put_png(key, image)
@@ -95,6 +106,22 @@ class ShardContext:
 
     def tensor(self, images: Sequence[np.ndarray]) -> Tensor:
         return to_tensor(images, self.device)
+
+    def read_stored(self, key: str) -> bytes | None:
+        try:
+            return self.store.get(key)
+        except NotFoundInStore:
+            return None
+
+    def classifier(
+        self, model: str, weights: str | None, mean: Sequence[float] | None, std: Sequence[float] | None
+    ) -> Classifier:
+        models = self.models or ModelCache()
+        if model_kind(model) == "file":
+            model = models.fetch(model, "--model", self.spec, self.reader)
+        if weights not in PRETRAINED:
+            weights = models.fetch(weights, "--weights", self.spec, self.reader)
+        return models.get(model, weights, self.device, mean=mean and tuple(mean), std=std and tuple(std))
 
 
 def _item_error(item: Item, reason: str) -> str:
@@ -131,22 +158,24 @@ def write_outcomes(job: Job, ctx: ShardContext, outcomes: Sequence[Outcome]) -> 
 
     The PNGs are encoded and written by a few threads (zlib and the store's I/O release the GIL): per
     image this is more work than the kernel's on a GPU, and S3 puts are network round-trips."""
-    keys = ctx.keys
-    pngs = [(keys.input(o.item.item_id), o.input) for o in outcomes if o.input is not None]
-    pngs += [(keys.output(o.item.item_id), o.output) for o in outcomes if o.output is not None]
+    keys, fmt = ctx.keys, job.output_format(ctx.spec.params)
+    pngs = [(keys.input(o.item.item_id), o.input, PNG) for o in outcomes if o.input is not None]
+    pngs += [(keys.output(o.item.item_id, fmt.ext), o.output, fmt) for o in outcomes if o.output is not None]
     if len(pngs) <= 2:  # one image: starting threads would cost more than they save
-        written = [ctx.put_png(key, image) for key, image in pngs]
+        written = [ctx.put_image(*args) for args in pngs]
     else:
         with ThreadPoolExecutor(max_workers=min(PNG_THREADS, len(pngs))) as pool:
-            futures = [pool.submit(ctx.put_png, key, image) for key, image in pngs]
+            futures = [pool.submit(ctx.put_image, *args) for args in pngs]
             written = [future.result() for future in futures]  # re-raises the first error, in order
-    uris = dict(zip((key for key, _ in pngs), written, strict=True))
+    stored = dict(zip((key for key, _, _ in pngs), written, strict=True))
     records = {}
     for o in outcomes:
-        uri = uris.get(keys.output(o.item.item_id))
+        uri, sha256 = stored.get(keys.output(o.item.item_id, fmt.ext), (None, None))
         result = dict(o.result)
         if job.output_field is not None:
             result[job.output_field] = uri
+        if sha256 is not None:  # what ``ascent verify`` checks the stored output against
+            result["output_sha256"] = sha256
         records[o.item.item_id] = ItemRecord.done(o.item, uri, **result)
     return records
 
@@ -197,6 +226,10 @@ def run_shard(
     started = time.perf_counter()
     dev = pick_device(device)
     job = get_job(spec.kind, runtime.jobs)
+    if job.stops_early(spec):
+        stop = job.stop_reason(spec, finished_rows(store, spec.run_id))
+        if stop is not None:
+            return record_shard_skipped(spec, shard, store, stop, info=info)
     failure = run_failure(store, spec.run_id)
     if failure is not None:  # another shard found the run cannot go on: no model load for this one
         return record_shard_failed(spec, shard, store, failure, info=info, device=dev, started=started)
@@ -213,7 +246,9 @@ def run_shard(
     records: dict[str, ItemRecord] = {}
     try:
         runtime.faults.apply(shard.items)
-        ctx = ShardContext(spec=spec, model=model, device=dev, store=store, reader=runtime.reader)
+        ctx = ShardContext(
+            spec=spec, model=model, device=dev, store=store, reader=runtime.reader, models=runtime.models
+        )
         loaded, records = load_items(job, ctx, shard.items)
         if loaded:
             watch = ShardWatch(store, spec.run_id, shard.shard_id, len(shard.items), (info or {}).get("worker"))
@@ -239,6 +274,28 @@ def run_shard(
         record.info["seconds"],
         dev,
     )
+    return record
+
+
+def finished_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
+    """The item records of every shard of the run recorded so far (unreadable records left out)."""
+    rows: list[dict[str, Any]] = []
+    for key in store.list(RunKeys(run_id).records):
+        with contextlib.suppress(InvalidInput, NotFoundInStore, ValueError):
+            rows += [i.to_dict() for i in ShardRecord.from_dict(store.get_json(key)).items]
+    return rows
+
+
+def record_shard_skipped(
+    spec: JobSpec, shard: Shard, store: Store, reason: str, *, info: dict[str, Any] | None = None
+) -> ShardRecord:
+    """Record every item of the shard skipped, not run, because ``reason``."""
+    items = tuple(ItemRecord.skipped(item, reason) for item in shard.items)
+    record = ShardRecord(
+        spec.run_id, shard.shard_id, spec.kind, items, info=_record_info(info, None, time.perf_counter())
+    )
+    store.put_json(RunKeys(spec.run_id).record(shard.shard_id), record.to_dict())
+    log.info("shard %s/%s: %d items skipped: %s", spec.run_id, shard.shard_id, len(items), reason)
     return record
 
 

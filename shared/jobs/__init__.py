@@ -14,7 +14,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from ascent.shared.errors import InvalidInput, InvalidSpec
-from ascent.shared.jobs import classviz, fool, saliency, style
+from ascent.shared.jobs import classviz, fool, saliency, style, verify
 from ascent.shared.jobs.base import Job
 
 JOBS: dict[str, Job] = {
@@ -22,6 +22,7 @@ JOBS: dict[str, Job] = {
     "saliency": saliency.JOB,
     "classviz": classviz.JOB,
     "style": style.JOB,
+    "verify": verify.JOB,
 }
 ENTRY_POINT_GROUP = "ascent.jobs"
 

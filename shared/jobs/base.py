@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ascent.shared import html
 from ascent.shared.catalog import ClassCatalog
+from ascent.shared.codecs import PNG, SaveFormat
 from ascent.shared.images import resize_center_crop
 from ascent.shared.params import JobParams
 from ascent.shared.spec import Item, JobSpec
@@ -116,6 +117,16 @@ class WorkContext(Protocol):
         """Same-shape H×W×3 uint8 arrays -> N×3×H×W float32 in [0, 1] on the model's device."""
         ...
 
+    def read_stored(self, key: str) -> bytes | None:
+        """The bytes under ``key`` in the worker's own store (``ascent.shared.keys``), None if absent."""
+        ...
+
+    def classifier(
+        self, model: str, weights: str | None, mean: Sequence[float] | None, std: Sequence[float] | None
+    ) -> Any:
+        """Another classifier (``--model`` syntax) on this device, loaded once per worker process."""
+        ...
+
 
 class Media(Protocol):
     """The run's stored images, for the report (``ascent.producer.report.RunMedia``)."""
@@ -147,6 +158,10 @@ class Job:
     #: The job's main rate for the default ``summary_lines`` and ``headline``: summary keys of the
     #: rate and its counts k of n, and a text with ``{}`` where "k/n" goes, or None.
     headline_rate: ClassVar[tuple[str, str, str, str] | None] = None
+    #: Whether ``ascent run`` / ``ascent submit`` offer it (False: a command of its own plans it).
+    standalone: ClassVar[bool] = True
+    #: Whether it runs a kernel on the one ascent loop (the kernel contract test covers those).
+    ascends: ClassVar[bool] = True
 
     def __repr__(self) -> str:
         return f"<job {self.name}>"
@@ -156,6 +171,10 @@ class Job:
     def plan_items(self, params: JobParams, items: list[Item]) -> list[Item]:
         """The run's items; ``items`` are those enumerated from the inputs (empty without inputs)."""
         return items
+
+    def plan_run_items(self, spec: JobSpec, items: list[Item]) -> list[Item]:
+        """``plan_items`` with the whole validated spec (the model's class count); what the producer calls."""
+        return self.plan_items(spec.params, items)
 
     # ----------------------------------------------------------------------------- worker
 
@@ -174,6 +193,10 @@ class Job:
         """The kernel on the loaded items as one batch; one Outcome per item, in order."""
         raise NotImplementedError
 
+    def output_format(self, params: JobParams) -> SaveFormat:
+        """How the outputs are stored (``outputs/<item_id>.<ext>``); default PNG, 8-bit exact."""
+        return PNG
+
     # ----------------------------------------------------------------------------- collector
 
     def exported(self, row: Mapping[str, Any]) -> bool:
@@ -183,6 +206,19 @@ class Job:
     def summarize(self, spec: JobSpec, rows: list[dict[str, Any]], classes: ClassCatalog) -> dict[str, Any]:
         """The job's fields of summary.json from the run's rows (one per item; status done, failed or
         pending; a done row holds the item's result fields)."""
+        return {}
+
+    def stops_early(self, spec: JobSpec) -> bool:
+        """Whether workers ask ``stop_reason`` before each shard (it reads the run's finished records)."""
+        return False
+
+    def stop_reason(self, spec: JobSpec, rows: Sequence[Mapping[str, Any]]) -> str | None:
+        """Why the remaining shards need not run, from the finished rows of the run (None: run them);
+        their items are then recorded ``skipped`` with this reason."""
+        return None
+
+    def run_files(self, summary: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Extra JSON files the collector writes beside summary.json (name -> content), from the summary."""
         return {}
 
     def summary_lines(self, summary: Mapping[str, Any]) -> list[str]:

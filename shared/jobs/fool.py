@@ -24,7 +24,10 @@ from typing import Any, ClassVar
 
 from ascent.shared import html
 from ascent.shared.catalog import FOOL_LOSSES, FOOL_NORMS, FOOL_TARGET_MODES, PRECISIONS, ClassCatalog
+from ascent.shared.codecs import SaveFormat, is_save_format, parse_save_format, tensor_roundtrip
 from ascent.shared.errors import InvalidInput, InvalidSpec
+from ascent.shared.jobs import fool_matrix
+from ascent.shared.jobs import fool_precision as precision
 from ascent.shared.jobs import fool_report as report
 from ascent.shared.jobs.base import Job, Loaded, Media, Outcome, WorkContext, images_of
 from ascent.shared.params import (
@@ -37,18 +40,47 @@ from ascent.shared.params import (
     POSITIVE_NUMBER,
     SWITCH,
     JobParams,
+    Kind,
     one_of,
     param,
 )
+from ascent.shared.records import SKIPPED
 from ascent.shared.spec import Item, JobSpec
 from ascent.shared.stats import finite
 
+ALL = "all"  # --target all: every class of the model (a targetability matrix)
+
+
+def _class_id(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _target_text(text: str) -> str | list[str]:
+    """``--target`` text: one class or mode, or several classes comma-separated (``3,5,cat``)."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return parts if len(parts) > 1 else text.strip()
+
+
 TARGET = dataclasses.replace(
     OPTIONAL_CLASS,
-    meaning="a class id, 'random', 'least-likely', 'per-item', or null (untargeted)",
-    check=lambda v: v is None or v in FOOL_TARGET_MODES or (isinstance(v, int) and not isinstance(v, bool) and v >= 0),
-    aliases=(("none", None), ("untargeted", None), *((mode, mode) for mode in FOOL_TARGET_MODES)),
+    meaning="a class id, a list of class ids, 'all', 'random', 'least-likely', 'per-item', or null (untargeted)",
+    check=lambda v: (
+        v is None
+        or v in (*FOOL_TARGET_MODES, ALL)
+        or _class_id(v)
+        or (isinstance(v, tuple) and len(v) > 0 and len(set(v)) == len(v) and all(_class_id(c) for c in v))
+    ),
+    parse=_target_text,
+    sequence=True,
+    aliases=(("none", None), ("untargeted", None), *((mode, mode) for mode in (*FOOL_TARGET_MODES, ALL))),
 )
+UNTIL_CI = Kind(
+    "null or a number in (0, 0.5)",
+    lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 0.5),
+    float,
+    metavar="W",
+)
+SAVE_FORMAT = Kind("png, jpeg:Q or webp:Q (quality Q in 1..100)", is_save_format, str, metavar="FORMAT")
 PRECISION = one_of(*PRECISIONS)
 PRECISION_HELP = (
     "fp32 (the reference) or bf16 autocast of the network while stepping: faster on GPUs and on CPUs "
@@ -65,7 +97,8 @@ class FoolParams(JobParams):
         TARGET,
         "target class: an id or a name of the model's classes; random (seeded by --seed: never the true "
         "nor the predicted class), least-likely (the clean image's lowest score) or per-item (the input "
-        "manifest's target column)",
+        "manifest's target column); several classes (3,5,cat) or all: every image towards each of them, "
+        "item ids <image>-t<class>, and an images × classes table in the report",
         cli_required=True,
         flags=(("--untargeted", "untargeted", "move away from the true class where known, else the prediction"),),
     )
@@ -100,6 +133,18 @@ class FoolParams(JobParams):
     momentum: float = param(0.0, NON_NEGATIVE_NUMBER, "MI-FGSM momentum μ (0 = PGD; the peers use 1.0)")
     early_stop: bool = param(True, SWITCH, "--no-early-stop: every image runs the whole budget")
     seed: int = param(0, NON_NEGATIVE_INT, "seed of the random starts and of --target random (per item)")
+    until_ci: float | None = param(
+        None,
+        UNTIL_CI,
+        "stop once the 95 %% interval of the success rate (and of robust accuracy when labelled) is within "
+        "±W: items run in a random order (seeded by --seed), the rest are recorded skipped",
+    )
+    save_format: str = param(
+        "png",
+        SAVE_FORMAT,
+        "how outputs are stored: png (8-bit exact), jpeg:Q or webp:Q; an item succeeds only if its image "
+        "after encoding and decoding still does (and is inside the ε-ball), else stepping goes on",
+    )
 
     @property
     def bounded(self) -> bool:
@@ -174,6 +219,22 @@ class Fool(Job):
     def exported(self, row: Mapping[str, Any]) -> bool:
         return row.get("fooled") is True
 
+    def output_format(self, params: JobParams) -> SaveFormat:
+        assert isinstance(params, FoolParams)
+        return parse_save_format(params.save_format)
+
+    def plan_run_items(self, spec: JobSpec, items: list[Item]) -> list[Item]:
+        """``--target all``: the model's classes, which only the spec knows (InvalidSpec without them)."""
+        params = spec.params
+        assert isinstance(params, FoolParams)
+        if params.target == ALL:
+            if spec.num_classes is None:
+                raise InvalidSpec(
+                    "params.target", "all: the model's class count is not known here; give the classes (0,1,2,...)"
+                )
+            params = params.replace(target=tuple(range(spec.num_classes)))
+        return self.plan_items(params, items)
+
     def plan_items(self, params: JobParams, items: list[Item]) -> list[Item]:
         """With a budget, each image once per ε (image-major), the ε in the item's variant; ids stay the
         image's with one ε and become ``<image id>-e<k>`` (k: the ε's position in ``--eps``) with several.
@@ -187,14 +248,29 @@ class Fool(Job):
                     f"per-item: {missing[0].path or missing[0].source} has no target (give a .csv or .jsonl of "
                     "path,label,target)",
                 )
-        if not params.bounded or params.eps is None:
-            return items
-        sweep = len(params.eps) > 1
-        return [
-            dataclasses.replace(item, item_id=f"{item.item_id}-e{k}" if sweep else item.item_id, variant={"eps": e})
-            for item in items
-            for k, e in enumerate(params.eps)
-        ]
+        if isinstance(params.target, tuple):  # a targetability matrix: (image, class) pairs, image-major
+            items = [
+                dataclasses.replace(i, item_id=f"{i.item_id}-t{c}", target=c) for i in items for c in params.target
+            ]
+        if params.bounded and params.eps is not None:
+            sweep = len(params.eps) > 1
+            items = [
+                dataclasses.replace(item, item_id=f"{item.item_id}-e{k}" if sweep else item.item_id, variant={"eps": e})
+                for item in items
+                for k, e in enumerate(params.eps)
+            ]
+        if params.until_ci is not None:  # a random sample first, whenever the run stops
+            items = list(items)
+            random.Random(f"until-ci:{params.seed}").shuffle(items)
+        return items
+
+    def stops_early(self, spec: JobSpec) -> bool:
+        assert isinstance(spec.params, FoolParams)
+        return spec.params.until_ci is not None
+
+    def stop_reason(self, spec: JobSpec, rows: Sequence[Mapping[str, Any]]) -> str | None:
+        width = spec.params.until_ci
+        return precision.REASON if width is not None and precision.reached(rows, width) else None
 
     def run(self, ctx: WorkContext, batch: Sequence[Loaded]) -> list[Outcome]:
         from ascent.shared.kernels import fool
@@ -203,14 +279,17 @@ class Fool(Job):
         p = ctx.spec.params
         assert isinstance(p, FoolParams)
         images = ctx.tensor(images_of(batch))
-        targets = choose_targets(ctx.model, images, batch, p.target, p.seed)
+        mode = "per-item" if isinstance(p.target, tuple) or p.target == ALL else p.target  # planned per item
+        targets = choose_targets(ctx.model, images, batch, mode, p.seed)
+        fmt = self.output_format(p)
         eps = [_variant_eps(x.item, p) for x in batch] if p.bounded else None
         result = fool(
             ctx.model,
             images,
             targets,
-            **p.arguments("target", "eps", "seed"),
+            **p.arguments("target", "eps", "seed", "save_format", "until_ci"),
             eps=eps,
+            codec=None if fmt.lossless else tensor_roundtrip(fmt),
             seed=[item_seed(p.seed, x.item.item_id) for x in batch],
             labels=[x.label for x in batch],
         )
@@ -232,16 +311,28 @@ class Fool(Job):
         return outcomes
 
     def summarize(self, spec: JobSpec, rows: list[dict[str, Any]], classes: ClassCatalog) -> dict[str, Any]:
-        return report.summarize(spec, rows, classes)
+        summary = report.summarize(spec, [r for r in rows if r["status"] != SKIPPED], classes)
+        if spec.params.until_ci is not None:
+            summary["precision"] = precision.summary(rows, spec.params.until_ci)
+        target = spec.params.target
+        if target == ALL and spec.num_classes is not None:
+            target = tuple(range(spec.num_classes))
+        if isinstance(target, tuple):
+            summary["target_mode"] = "matrix"
+            summary["targetability"] = fool_matrix.matrix(rows, target)
+        return summary
 
     def summary_lines(self, summary: Mapping[str, Any]) -> list[str]:
-        return report.summary_lines(summary)
+        extra = precision.lines(summary["precision"]) if "precision" in summary else []
+        return report.summary_lines(summary) + extra
 
     def headline(self, summary: Mapping[str, Any]) -> list[html.Card]:
         return report.headline(summary)
 
     def report_sections(self, summary: Mapping[str, Any], classes: ClassCatalog) -> list[str]:
-        return report.report_sections(summary, classes)
+        extra = [fool_matrix.section(summary["targetability"], classes)] if "targetability" in summary else []
+        extra += [precision.section(summary["precision"])] if "precision" in summary else []
+        return extra + report.report_sections(summary, classes)
 
     def tile(self, row: Mapping[str, Any], media: Media, classes: ClassCatalog, shared: Any) -> str:
         return report.tile(row, media, classes)

@@ -5,7 +5,7 @@ FGSM, MI-FGSM: Madry et al. 2018, Goodfellow et al. 2015, Dong et al. 2018), on 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from ascent.shared.kernels.attacks import (
     signed_step,
     with_momentum,
 )
+from ascent.shared.kernels.fool_args import check_int, labels_tensor, row_seeds
 from ascent.shared.kernels.loop import (
     Step,
     ascend,
@@ -42,8 +43,6 @@ from ascent.shared.kernels.loop import (
     quantize,
 )
 from ascent.shared.models import Classifier, autocast
-
-SEED_STRIDE = 1_000_003  # row i of an int seed s draws from seed s·SEED_STRIDE + i (restart r: + r·7919)
 
 
 @dataclass(frozen=True)
@@ -68,40 +67,6 @@ class FoolResult:
     restart: Tensor | None = None
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        what = "non-negative" if low == 0 else "positive"
-        raise InvalidInput(f"{name} must be a {what} integer, got {value!r}")
-
-
-def _row_seeds(seed: Any, n: int) -> list[int]:
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return [seed * SEED_STRIDE + i for i in range(n)]
-    seeds = list(seed) if isinstance(seed, Sequence) else None
-    if seeds is None or len(seeds) != n or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise InvalidInput(f"seed must be an integer or one integer per image ({n}), got {seed!r}")
-    return seeds
-
-
-def _labels(labels: Any, n: int, classes: int, device: torch.device) -> Tensor:
-    """One class id per image, −1 where unknown (None or −1)."""
-    if labels is None:
-        return torch.full((n,), -1, dtype=torch.long, device=device)
-    if isinstance(labels, Tensor):
-        values = labels.tolist()
-    elif isinstance(labels, Sequence) and not isinstance(labels, str):
-        values = list(labels)
-    else:
-        raise InvalidInput(f"labels must be None or one class id (or None) per image, got {type(labels).__name__}")
-    if len(values) != n:
-        raise InvalidInput(f"labels must have one class id (or None) per image ({n}), got {len(values)}")
-    known = [i for i, v in enumerate(values) if v is not None and v != -1]
-    out = torch.full((n,), -1, dtype=torch.long, device=device)
-    if known:
-        out[known] = class_tensor([values[i] for i in known], len(known), classes, "labels", device)
-    return out
-
-
 def fool(
     model: Classifier,
     images: Tensor,
@@ -121,6 +86,7 @@ def fool(
     early_stop: bool = True,
     seed: Any = 0,
     labels: Any = None,
+    codec: Callable[[Tensor], Tensor] | None = None,
 ) -> FoolResult:
     """Adversarial images, each pushed until the model predicts its target (or, untargeted, any class
     but its true one) on its 8-bit image, then ``extra_iters`` more steps; images that are done leave
@@ -150,13 +116,19 @@ def fool(
     target: the peers' PGD), ``margin`` (C&W). ``precision="bf16"`` runs the stepping forwards and
     backwards under bf16 autocast; the predictions that decide success stay float32 on the 8-bit image.
     ``max_batch`` caps how many images run through the model at once (None: ``auto_max_batch``).
+
+    ``codec``: what storing does to an 8-bit image (N×3×H×W -> decoded N×3×H×W, e.g. a JPEG round
+    trip, ``ascent.shared.codecs.tensor_roundtrip``). Success is then decided on the decoded image,
+    which must also be inside the ε-ball; while the codec undoes the attack stepping goes on (as for
+    the 8-bit check). ``images`` stay the 8-bit images to encode; ``pred_after``, ``l2`` and ``linf``
+    are those of their decoded images.
     """
     check_images(images)
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise InvalidInput(f"lr must be a positive number, got {lr!r}")
-    _check_int("max_iters", max_iters, 0)
-    _check_int("extra_iters", extra_iters, 0)
-    _check_int("restarts", restarts, 1)
+    check_int("max_iters", max_iters, 0)
+    check_int("extra_iters", extra_iters, 0)
+    check_int("restarts", restarts, 1)
     if loss not in LOSSES:
         raise InvalidInput(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
     if norm not in NORMS:
@@ -179,10 +151,10 @@ def fool(
         isinstance(step_size, (int, float)) and not isinstance(step_size, bool) and 0 < step_size < math.inf
     ):
         raise InvalidInput(f"step_size must be a positive number, got {step_size!r}")
-    seeds = _row_seeds(seed, n)
+    seeds = row_seeds(seed, n)
     classes = num_classes(model)
     untargeted = targets is None
-    true = _labels(labels, n, classes, device)
+    true = labels_tensor(labels, n, classes, device)
     goal = true.clone() if untargeted else class_tensor(targets, n, classes, "targets", device)
     attack = _Attack(
         model,
@@ -200,6 +172,7 @@ def fool(
         max_iters,
         extra_iters,
         early_stop,
+        codec,
     )
     if random_start:  # the clean prediction: the restarts' forwards start elsewhere
         with torch.no_grad():
@@ -223,7 +196,7 @@ def fool(
         todo = todo[~hit]
         if todo.numel() == 0:
             break
-    delta = (images_out - x0).flatten(1)
+    delta = ((images_out if codec is None else codec(images_out)) - x0).flatten(1)
     return FoolResult(
         images=images_out,
         fooled=fooled,
@@ -259,18 +232,20 @@ class _Attack:
         max_iters: int,
         extra_iters: int,
         early_stop: bool,
+        codec: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.model, self.x0, self.goal, self.untargeted = model, x0, goal, untargeted
         self.max_batch, self.loss, self.precision, self.norm = max_batch, loss, precision, norm
         self.eps, self.step_size, self.momentum, self.lr = eps, step_size, momentum, lr
         self.max_iters, self.extra_iters, self.early_stop = max_iters, extra_iters, early_stop
         self.bounded = norm != "l2-unbounded"
+        self.codec = codec
         n, device = x0.shape[0], x0.device
         self.pred_before = torch.full((n,), -1, dtype=torch.long, device=device)
         self.x0_255 = torch.round(x0 * 255)
         self.levels = levels(eps) if eps is not None and norm == "linf" else None
         # With bounded norms in float32 the stepping forward is on the 8-bit image and decides success.
-        self.authoritative = self.bounded and precision == "fp32"
+        self.authoritative = self.bounded and precision == "fp32" and codec is None
         self.passes = 0
 
     def predict(self, x: Tensor) -> Tensor:
@@ -285,6 +260,23 @@ class _Attack:
 
     def succeeded(self, pred: Tensor, rows: Tensor) -> Tensor:
         return pred != self.goal[rows] if self.untargeted else pred == self.goal[rows]
+
+    def judge(self, image: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """(float32 prediction, success) of 8-bit images of batch rows ``rows`` as stored: after the
+        codec, whose decoded image must also stay inside the ε-ball."""
+        shown = image if self.codec is None else self.codec(image)
+        with torch.no_grad():
+            pred = self.predict(shown)
+        ok = self.succeeded(pred, rows)
+        if self.codec is not None and self.bounded:
+            assert self.eps is not None
+            d255 = (torch.round(shown * 255) - self.x0_255[rows]).flatten(1)
+            if self.norm == "linf":
+                assert self.levels is not None
+                ok &= d255.abs().amax(1) <= self.levels[rows]
+            else:
+                ok &= d255.double().pow(2).sum(1) <= (self.eps[rows].double() * 255) ** 2
+        return pred, ok
 
     def lattice(self, x: Tensor, rows: Tensor) -> Tensor:
         """The 8-bit image of iterate x inside each row's ball."""
@@ -355,9 +347,7 @@ class _Attack:
             if bool(candidates.any()):
                 # The 8-bit check (float32): only what survives rounding counts; otherwise keep stepping.
                 image = xa[candidates] if self.bounded else quantize(xa[candidates])
-                with torch.no_grad():
-                    pred_q = self.model(image).argmax(1)
-                ok = self.succeeded(pred_q, batch_rows[candidates])
+                pred_q, ok = self.judge(image, batch_rows[candidates])
                 settled[candidates] = ok
                 pred_after[rows[candidates][ok]] = pred_q[ok]
             if self.bounded:
@@ -382,6 +372,9 @@ class _Attack:
         )
         self.passes += passes
         adv = self.lattice(x, rows0) if self.bounded else quantize(x)
+        if self.codec is not None:  # success is the stored image's: judged once more, as it is returned
+            pred_after, ok = self.judge(adv, rows0)
+            return adv, ok, first_hit, pred_after
         unsettled = pred_after < 0
         if bool(unsettled.any()):
             with torch.no_grad():

@@ -1,0 +1,60 @@
+"""fool's ``--until-ci W``: items planned in a seeded random order, shards skipped by the worker once the
+95 % intervals are within ±W, the skipped items recorded as such and the estimate in the summary."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from ascent.producer.collector import format_summary
+from ascent.producer.inputs import enumerate_inputs
+from ascent.shared.jobs import JOBS
+from ascent.shared.jobs.fool import FoolParams
+from ascent.shared.kernels import fool
+from ascent.shared.keys import run_key
+from ascent.shared.models import load_classifier
+from tests.nets_util import smooth_images
+from tests.test_save_format import MODEL, rows_of, run_fool
+
+N, SIZE, W = 240, 16, 0.05
+ATTACK = {"target": None, "lr": 0.2, "max_iters": 1, "extra_iters": 0, "seed": 3}
+
+
+def test_until_ci_stops_once_precise_with_the_estimate_near_the_full_runs(tmp_path):
+    x = smooth_images(N, SIZE, seed=5)
+    net, images = load_classifier(MODEL, "random", device="cpu"), torch.from_numpy(x).permute(0, 3, 1, 2) / 255
+    with torch.no_grad():
+        labels = net(images).argmax(1)
+    path = tmp_path / "x.npz"
+    np.savez(path, X=x, y=labels.numpy())  # labelled: robust accuracy counts too
+    attack = {k: v for k, v in ATTACK.items() if k in ("lr", "max_iters", "extra_iters")}
+    full_rate = float(fool(net, images, None, **attack, labels=labels.tolist()).fooled.float().mean())  # every item
+
+    planned = JOBS["fool"].plan_items(FoolParams.from_dict({**ATTACK, "until_ci": W}), enumerate_inputs([path]))
+    ids = [i.item_id for i in planned]
+    assert sorted(ids) == [f"{i:06d}" for i in range(N)] and ids != sorted(ids)  # a seeded random order
+    again = JOBS["fool"].plan_items(FoolParams.from_dict({**ATTACK, "until_ci": W}), enumerate_inputs([path]))
+    assert [i.item_id for i in again] == ids
+
+    store = run_fool(tmp_path / "ci", path, "ci", {**ATTACK, "until_ci": W}, shard_size=10)
+    rows = rows_of(store, "ci")
+    skipped = [r for r in rows if r["status"] == "skipped"]
+    done = [r for r in rows if r["status"] == "done"]
+    assert len(done) + len(skipped) == N and len(skipped) > 0 and len(done) < N  # it stopped early
+    assert all(r["skipped"] == "precision reached" and r["output"] is None for r in skipped)
+    summary = json.loads(store.get(run_key("ci", "summary.json")))
+    p = summary["precision"]
+    assert p["reached"] and p["n_skipped"] == len(skipped) == summary["n_skipped"]
+    for estimate in (p["success"], p["robust_accuracy"]):
+        assert (
+            estimate["n"] == len(done) and estimate["high"] - estimate["rate"] < W > estimate["rate"] - estimate["low"]
+        )
+    assert abs(p["success"]["rate"] - full_rate) <= W, (p["success"], full_rate)
+    assert p["success"]["k"] == sum(r["fooled"] for r in done) == summary["n_fooled"]
+    text = format_summary(summary)
+    assert f"precision ±0.05 reached after {len(done)} items, {len(skipped)} skipped (precision reached)" in text
+    assert (
+        "robust accuracy" in text and "Precision (--until-ci 0.05)" in store.get(run_key("ci", "report.html")).decode()
+    )
