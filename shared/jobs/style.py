@@ -335,7 +335,8 @@ class Style(Job):
         item_id = row["item_id"]
         losses = " · ".join(f"{k.replace('_', ' ')} {html.num(row.get(k), 5)}" for k in LOSS_FIELDS)
         index = row.get("style_index")
-        styles = shared if index is None or not 0 <= index < len(shared) else [shared[index]]
+        chosen = isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(shared)
+        styles = [shared[index]] if chosen else shared
         content = str(row.get("content") or item_id)
         figures = [html.figure(media.input(item_id), "content"), *styles, html.figure(media.output(item_id), "result")]
         steps = row.get("snapshots") or []
