@@ -102,7 +102,12 @@ class StyleParams(JobParams):
     job: ClassVar[str] = "style"
 
     style: tuple[str, ...] = param(
-        (), FILES, "style image (repeat to blend several)", required=True, cli_required=True, append=True
+        (),
+        FILES,
+        "style images: several are blended (--style-blend), or each used alone with --grid",
+        required=True,
+        cli_required=True,
+        append=True,
     )
     style_blend: tuple[float, ...] | None = param(None, OPTIONAL_NUMBER_LIST, "one weight per --style")
     style_size: int = param(512, POSITIVE_INT, "style images' smaller side")
