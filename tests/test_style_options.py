@@ -168,6 +168,9 @@ def test_the_command_line_takes_several_styles_weight_lists_scales_and_an_init_f
             "style", "r2", store.uri, model="tiny", params={**params, "scales": [192, 96]}, inputs=("x",)
         ).validate()
     assert err.value.field == "params.scales"
+    with pytest.raises(InvalidSpec, match="repeats") as err:
+        JobSpec("style", "r3", store.uri, model="tiny", params={**params, "content_weight": [0.1, 0.1]}).validate()
+    assert err.value.field == "params.content_weight"
 
 
 def test_the_batched_lbfgs_follows_torch_lbfgs_run_on_each_row_alone():
