@@ -59,8 +59,10 @@ def add_job_options(parser: argparse.ArgumentParser, job: Job) -> None:
             options["choices"] = info.kind.choices
         elif info.kind.metavar:
             options["metavar"] = info.kind.metavar
-        if info.append:  # files: ``--style a.jpg b.jpg`` as well as ``--style a.jpg --style b.jpg``
-            options.update(nargs="+", action="extend") if info.kind.files else options.update(action="append")
+        if info.append and info.kind.files:  # ``--style a.jpg b.jpg`` as well as ``--style a.jpg --style b.jpg``
+            options.update(nargs="+", action="extend")
+        elif info.append:
+            options["action"] = "append"
         where: Any = group
         if info.flags:  # the flag and its alternatives: exactly one of them (when required)
             where = group.add_mutually_exclusive_group(required=info.cli_required)

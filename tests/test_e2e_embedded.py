@@ -266,7 +266,9 @@ def test_a_style_grid_is_one_item_per_content_and_style_with_a_contact_sheet_and
     page = (run_dir(store, "grid") / "report.html").read_text()
     sheet = page[page.index("Contact sheet (2 × 2)") :].split("</table>")[0]
     assert sheet.count("<tr>") == 3 and sheet.count("<img ") == 4  # a header row, then 2 contents × 2 styles
-    assert "<th>style 0</th><th>style 1</th>" in sheet
+    assert '<div class="bg style-0"></div>style 0</th><th><div class="bg style-1"></div>style 1</th>' in sheet
+    strips = [s.split("</div>")[0] for s in page.split('<div class="imgs strip">')[1:]]  # one per item
+    assert len(strips) == 4 and all(s.count("<img ") == 2 and s.endswith("iter 4</figure>") for s in strips)
 
 
 def test_a_saliency_run_reports_a_bad_file_and_still_exits_0(assets, tmp_path):

@@ -259,6 +259,11 @@ def test_oversized_and_endless_inputs_fail_alone_with_messages_naming_the_limit(
         ),
         (["classviz", "--classes", "1", "--iters", "100000000"], "params.iters", "ASCENT_MAX_ITERS"),
         (["classviz", "--classes", ",".join(["1"] * 10001)], "params.classes", "ASCENT_MAX_CLASSES"),
+        (
+            ["style", "--content", "IMAGE", "--style", "IMAGE", "--scales", "96,4096"],
+            "params.scales",
+            "ASCENT_MAX_SIDE",
+        ),
     ],
 )
 def test_a_spec_beyond_a_limit_is_refused_naming_the_field_and_the_limit(tmp_path, capsys, argv, field, limit):

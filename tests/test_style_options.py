@@ -168,3 +168,37 @@ def test_the_command_line_takes_several_styles_weight_lists_scales_and_an_init_f
             "style", "r2", store.uri, model="tiny", params={**params, "scales": [192, 96]}, inputs=("x",)
         ).validate()
     assert err.value.field == "params.scales"
+    with pytest.raises(InvalidSpec, match="repeats") as err:
+        JobSpec("style", "r3", store.uri, model="tiny", params={**params, "content_weight": [0.1, 0.1]}).validate()
+    assert err.value.field == "params.content_weight"
+
+
+def test_the_batched_lbfgs_follows_torch_lbfgs_run_on_each_row_alone():
+    from ascent.shared.kernels.lbfgs import lbfgs
+
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 20, 20, generator=generator)
+    hessians = a @ a.transpose(1, 2) + 0.1 * torch.eye(20)  # a different convex problem per row
+    b, x0 = torch.randn(3, 20, generator=generator), torch.randn(3, 20, generator=generator)
+
+    def f(x: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:  # one value per row
+        h, c = hessians[rows], b[rows]
+        return 0.5 * torch.einsum("ni,nij,nj->n", x, h, x) - (c * x).sum(1) + 0.1 * x.pow(4).sum(1)
+
+    def gradient(t: int, x: torch.Tensor) -> torch.Tensor:
+        xa = x.detach().requires_grad_(True)
+        return torch.autograd.grad(f(xa).sum(), xa)[0]
+
+    ours = lbfgs(x0, gradient, 15, history=5, lr=0.5, tolerance_grad=0)
+    for i in range(3):
+        x = x0[i : i + 1].clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([x], lr=0.5, max_iter=15, history_size=5, tolerance_grad=0, tolerance_change=0)
+
+        def closure(x: torch.Tensor = x, opt: torch.optim.LBFGS = opt, i: int = i) -> torch.Tensor:
+            opt.zero_grad()
+            loss = f(x, slice(i, i + 1)).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        torch.testing.assert_close(ours[i], x.detach()[0], rtol=1e-4, atol=1e-4)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -54,13 +55,13 @@ log = logging.getLogger(__name__)
 LOSS_FIELDS = ("content_loss", "style_loss", "tv_loss", "loss")
 STYLE_INPUT = "style-{k}"
 INIT_WORDS = ("content", "noise")
-#: Below this many Adam iterations past the drop of the step size the content barely shows (measured
-#: on the CS231n pairs: at --iters 20 the result is noise, at the default 200 a good result).
+#: The default --iters, which the low-iterations warning names: with Adam's default schedule the
+#: CS231n pairs give a good result at 200 and noise at 20 (the step size never drops).
 DEFAULT_ITERS = 200
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf") and v >= 0
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
 
 
 def _weights(text: str) -> float | list[float]:
@@ -102,7 +103,12 @@ class StyleParams(JobParams):
     job: ClassVar[str] = "style"
 
     style: tuple[str, ...] = param(
-        (), FILES, "style image (repeat to blend several)", required=True, cli_required=True, append=True
+        (),
+        FILES,
+        "style images: several are blended (--style-blend), or each used alone with --grid",
+        required=True,
+        cli_required=True,
+        append=True,
     )
     style_blend: tuple[float, ...] | None = param(None, OPTIONAL_NUMBER_LIST, "one weight per --style")
     style_size: int = param(512, POSITIVE_INT, "style images' smaller side")
@@ -146,6 +152,10 @@ class StyleParams(JobParams):
             raise InvalidSpec("params.style_weights", "needs one weight per style layer")
         if self.style_blend is not None and len(self.style_blend) != len(self.style):
             raise InvalidSpec("params.style_blend", "needs one weight per style image")
+        for name in ("content_weight", "style_weight_scale"):
+            value = getattr(self, name)
+            if isinstance(value, tuple) and len(set(value)) != len(value):
+                raise InvalidSpec(f"params.{name}", f"{list(value)} repeats a value (each value is one column)")
         if self.grid and self.style_blend is not None:
             raise InvalidSpec("params.grid", "styles each content with each style alone: drop --style-blend")
 
@@ -335,10 +345,11 @@ class Style(Job):
         item_id = row["item_id"]
         losses = " · ".join(f"{k.replace('_', ' ')} {html.num(row.get(k), 5)}" for k in LOSS_FIELDS)
         index = row.get("style_index")
-        styles = shared if index is None or not 0 <= index < len(shared) else [shared[index]]
+        chosen = isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(shared)
+        styles = [shared[index]] if chosen else shared
         content = str(row.get("content") or item_id)
         figures = [html.figure(media.input(item_id), "content"), *styles, html.figure(media.output(item_id), "result")]
-        steps = row.get("snapshots") or []
+        steps = [t for t in row.get("snapshots") or [] if isinstance(t, int) and not isinstance(t, bool)]
         caption = (
             f"<b>{html.esc(item_id)}</b><br>{losses}<br>{html.source_span(row)} "
             f"{html.link(row.get('output'), 'full size')}"

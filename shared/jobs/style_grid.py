@@ -77,7 +77,8 @@ def _column(row: Mapping[str, Any], swept: Sequence[str]) -> str:
 def sheet(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The contact sheet of the done rows: ``rows`` (content ids), ``names`` (their labels with the
     file name), ``columns`` (labels of the swept choices) and ``cells`` (item id or None, rows ×
-    columns); None when nothing was swept."""
+    columns), ``styles`` (each column's style index, None when styles are not swept); None when
+    nothing was swept."""
     swept = [name for name in COMBINATION if len({repr(r.get(name)) for r in rows}) > 1]
     if not swept and not any(r.get("style_index") is not None for r in rows):
         return None
@@ -89,12 +90,21 @@ def sheet(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
         cells[contents.index(str(r.get("content") or r["item_id"]))][columns.index(_column(r, swept))] = r["item_id"]
     names = {str(r.get("content") or r["item_id"]): r.get("content_name") for r in rows}
     labels = [f"{c} {names[c]}" if names.get(c) else c for c in contents]
-    return {"rows": contents, "names": labels, "columns": columns, "cells": cells}
+    styles = {_column(r, swept): r.get("style_index") for r in rows}
+    column_styles = [styles[c] if "style_index" in swept else None for c in columns]
+    return {"rows": contents, "names": labels, "columns": columns, "styles": column_styles, "cells": cells}
 
 
 def sheet_html(table: Mapping[str, Any], media: Any) -> str:
-    """The contact sheet as an HTML table of result thumbnails (rows contents, columns choices)."""
-    head = "".join(f"<th>{html.esc(c)}</th>" for c in table["columns"])
+    """The contact sheet as an HTML table of result thumbnails (rows contents, columns choices); a
+    column of one style shows that style's image (the ``style-<k>`` rule of ``Style.grid_context``)."""
+    styles = table.get("styles") or [None] * len(table["columns"])
+    head = "".join(
+        f'<th><div class="bg style-{k}"></div>{html.esc(c)}</th>'
+        if isinstance(k, int) and not isinstance(k, bool)
+        else f"<th>{html.esc(c)}</th>"
+        for c, k in zip(table["columns"], styles, strict=True)
+    )
     body = []
     names = table.get("names") or table["rows"]
     for content, cells in zip(names, table["cells"], strict=True):

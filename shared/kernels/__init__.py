@@ -7,7 +7,8 @@ the start image, the stop rule, the update rule and the projection (clamp, blur)
 - ``saliency``: one backward pass (Simonyan et al. 2014).
 - ``fool``: normalised-gradient ascent on the target score, per-sample early stopping, 8-bit exact.
 - ``class_visualization``: ascent on the raw class score with L2, jitter and blur (CS231n).
-- ``style_transfer``: Adam descent on content + style + TV losses (Gatys et al. 2016; CS231n).
+- ``style_transfer``: Adam or per-image L-BFGS descent on content + style + TV losses (Gatys et al.
+  2016; CS231n), optionally coarse to fine, with original colours, per-image styles and weights.
 """
 
 from ascent.shared.kernels.classviz import class_visualization

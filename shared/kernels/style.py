@@ -176,7 +176,7 @@ def style_transfer(
     cw = _per_image(content_weight, n, "content_weight", device)
     sw = _per_image(style_weight_scale, n, "style_weight_scale", device)
     sides = list(scales) if scales else [min(content.shape[-2:])]
-    snapshots: list[tuple[int, Tensor]] = []
+    frames: dict[int, Tensor] = {}  # iteration -> N×3×h×w, filled by rows (a batch may run in parts)
     image: Tensor | None = None  # the previous scale's result in [0, 1]
     for k, side in enumerate(sides):
         content_s = resize_to_side(content, side)
@@ -188,9 +188,10 @@ def style_transfer(
         )
         offset = k * iters
 
-        def snap(t: int, xn: Tensor, offset: int = offset, content_s: Tensor = content_s) -> None:
+        def snap(t: int, xn: Tensor, rows: Tensor, offset: int = offset, content_s: Tensor = content_s) -> None:
             if save_every and (offset + t + 1) % save_every == 0:
-                snapshots.append((offset + t + 1, _finish(model, xn, content_s, original_colors)))
+                frame = frames.setdefault(offset + t + 1, torch.zeros_like(content_s))
+                frame[rows] = _finish(model, xn, content_s[rows], original_colors)
 
         args["warm"] = k > 0
         try:
@@ -204,7 +205,8 @@ def style_transfer(
     assert image is not None
     with torch.no_grad():
         c, s, tv = losses(model.normalize(image), torch.arange(n, device=device), "fp32")
-    return StyleResult(images=image, content=c, style=s, tv=tv, loss=c + s + tv, snapshots=tuple(snapshots))
+    snapshots = tuple(sorted(frames.items()))
+    return StyleResult(images=image, content=c, style=s, tv=tv, loss=c + s + tv, snapshots=snapshots)
 
 
 def _losses(
@@ -252,33 +254,52 @@ def _finish(model: Classifier, xn: Tensor, content: Tensor, original_colors: boo
     return quantize(keep_colors(image, content) if original_colors else image)
 
 
-def _optimise(start_n: Tensor, losses: Losses, args: dict[str, Any], snap: Callable[[int, Tensor], None]) -> Tensor:
-    """``args["iters"]`` iterations of the chosen optimiser from ``start_n`` (normalised); returns x."""
+Snapshot = Callable[[int, Tensor, Tensor], None]  # (t, normalised iterate after step t, its rows)
+
+
+def _optimise(start_n: Tensor, losses: Losses, args: dict[str, Any], snap: Snapshot) -> Tensor:
+    """``args["iters"]`` iterations of the chosen optimiser from ``start_n`` (normalised); returns x.
+
+    Rows are independent, so a batch that runs out of GPU memory is run again in halves (Adam inside
+    ``ascend``, L-BFGS here), with the same results; a lone image that does not fit raises."""
     iters, precision = args["iters"], args["precision"]
     if args["optimizer"] == "lbfgs":
+        x = start_n.clone()
+        parts = [torch.arange(start_n.shape[0], device=start_n.device)]
+        while parts:
+            rows = parts.pop(0)
 
-        def gradient(t: int, x: Tensor) -> Tensor:
-            xa = x.detach().requires_grad_(True)
-            c, s, tv = losses(xa, torch.arange(x.shape[0], device=x.device), precision)
-            (grad,) = torch.autograd.grad((c + s + tv).sum(), xa)
-            return grad
+            def gradient(t: int, xr: Tensor, rows: Tensor = rows) -> Tensor:
+                xa = xr.detach().requires_grad_(True)
+                c, s, tv = losses(xa, rows, precision)
+                (grad,) = torch.autograd.grad((c + s + tv).sum(), xa)
+                return grad
 
-        return lbfgs(start_n, gradient, iters, history=LBFGS_HISTORY, observe=snap)
+            def observe(t: int, xr: Tensor, rows: Tensor = rows) -> None:
+                snap(t, xr, rows)
+
+            try:
+                x[rows] = lbfgs(start_n[rows], gradient, iters, history=LBFGS_HISTORY, observe=observe)
+            except torch.cuda.OutOfMemoryError:
+                if rows.numel() == 1:
+                    raise
+                parts[:0] = list(rows.tensor_split(2))
+        return x
 
     decay_at, lr, decayed_lr = args["decay_at"], args["lr"], args["decayed_lr"]
+    if args["warm"]:  # a later scale starts from the previous result: refine it, never jump away from it
+        lr, decay_at = decayed_lr, 0
+    adam = AdamStep(start_n, lambda t: lr if t < decay_at else decayed_lr)
 
     def objective(t: int, xa: Tensor, rows: Tensor) -> tuple[Tensor, None]:
         c, s, tv = losses(xa, rows, precision)
         return -(c + s + tv), None
 
-    def project(t: int, xa: Tensor) -> Tensor:
-        xa = xa.clamp_(-1.5, 1.5) if t < decay_at + 10 else xa
-        if args["save_every"] and xa.shape[0] == start_n.shape[0]:
-            snap(t, xa)
-        return xa
+    def step(t: int, xa: Tensor, grad: Tensor, rows: Tensor) -> Tensor:
+        new = adam(t, xa, grad, rows)
+        new = new.clamp_(-1.5, 1.5) if t < decay_at + 10 else new  # CS231n's clamp while the steps are large
+        snap(t, new, rows)
+        return new
 
-    if args["warm"]:  # a later scale starts from the previous result: refine it, never jump away from it
-        lr, decay_at = decayed_lr, 0
-    step = AdamStep(start_n, lambda t: lr if t < decay_at else decayed_lr)
-    x, _ = ascend(start_n, objective, step, iters, project=project)
+    x, _ = ascend(start_n, objective, step, iters)
     return x
