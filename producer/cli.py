@@ -7,6 +7,7 @@
     ascent worker [--concurrency N] [--queues Q]    a Celery worker for ASCENT_BROKER_URL
     ascent flower [--port P] [--address A]          Flower for ASCENT_BROKER_URL
     ascent resume RUN_ID                            re-enqueue every shard without a record
+    ascent verify RUN_ID [--model M ...]            outputs' sha256, claimed predictions, transfer
 
 The jobs and their options come from the registry (``ascent.shared.jobs``: ``ascent run fool --help``
 lists fool's). ``ascent run`` with no broker configured (neither ``ASCENT_BROKER_URL`` nor ``--broker``)

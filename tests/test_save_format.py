@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ascent.producer.cli import build_parser
-from ascent.producer.collector import collect
+from ascent.producer.collector import collect, format_summary
 from ascent.producer.export import export
 from ascent.producer.inputs import enumerate_inputs
 from ascent.producer.options import job_params
@@ -162,6 +162,9 @@ def test_target_all_attacks_every_image_towards_every_class_with_a_matrix_in_the
         assert cells[int(target)] == (r["iterations"] if r["fooled"] else None)
     page = store.get(run_key("matrix", "report.html")).decode()
     assert "Targetability: 3 images × 5 classes" in page
+    assert "targetability: 3 images × 5 classes" in format_summary(
+        json.loads(store.get(run_key("matrix", "summary.json")))
+    )
     matrix = page.split('<table class="targetability">')[1].split("</table>")[0]
     assert matrix.count("<tr>") == 1 + 3 + 1 and matrix.count('<td class="n ') == 15
     assert_well_formed(page)

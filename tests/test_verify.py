@@ -28,6 +28,7 @@ from ascent.worker.handler import run_shard
 from ascent.worker.runtime import WorkerRuntime
 from tests.faults_util import REPO, ascent_ok
 from tests.nets_util import smooth_images
+from tests.test_report import assert_well_formed
 from tests.test_save_format import MODEL, SIZE, rows_of, run_fool
 
 VICTIM, VICTIM_SIZE = "tests.nets_util:five_wide", 24
@@ -64,6 +65,7 @@ def test_on_a_finished_run_every_hash_and_claimed_prediction_holds(source):
     assert (v["n_checked"], v["n_hash_ok"], v["n_claims_hold"]) == (12, 12, 12)
     assert v["tampered"] == v["missing"] == v["claims_broken"] == []
     assert json.loads(store.get(run_key("v", "verify.json"))) == v
+    assert_well_formed(store.get(run_key("v", "report.html")).decode())
     fooled = sum(r["fooled"] for r in rows_of(source, "src"))
     assert v["transfer"][0]["k"] == fooled  # on the run's own model, success is what the run claimed
     with pytest.raises(InvalidInput, match="not in"):

@@ -324,6 +324,13 @@ class Fool(Job):
 
     def summary_lines(self, summary: Mapping[str, Any]) -> list[str]:
         extra = precision.lines(summary["precision"]) if "precision" in summary else []
+        if "targetability" in summary:
+            table = summary["targetability"]
+            fooled = sum(r["n_fooled"] for r in table["rows"])
+            extra.append(
+                f"targetability: {len(table['rows'])} images × {len(table['classes'])} classes, "
+                f"{fooled}/{len(table['rows']) * len(table['classes'])} pairs fooled (table in the report)"
+            )
         return report.summary_lines(summary) + extra
 
     def headline(self, summary: Mapping[str, Any]) -> list[html.Card]:
