@@ -124,8 +124,8 @@ class Progress:
 
     @property
     def finished(self) -> int:
-        """Items with a result, done or failed."""
-        return self.done + self.failed
+        """Items with a record: done, failed or skipped (``--until-ci``)."""
+        return self.total - self.pending
 
     @property
     def complete(self) -> bool:

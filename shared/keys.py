@@ -7,7 +7,7 @@ Layout under ``runs/<run_id>/``:
     uploads/<name><ext>             local inputs uploaded by the producer for remote workers
     inputs/<item_id>.png            the preprocessed input the kernel saw (for the report)
     inputs/<name>.png               other inputs of the run (style images: style-<k>)
-    outputs/<item_id>.png           results (8-bit exact)
+    outputs/<item_id>.png           results (8-bit exact; .jpg/.webp with fool's --save-format)
     attempts/<shard_id>/<n>.json    one marker per attempt that has not returned (workers that died)
     records/<shard_id>.json         per-shard record of every item, written last (the commit marker)
     summary.json, items.jsonl, report.html   written by the collector

@@ -2,9 +2,11 @@
 item of one shard through its job (``ascent.shared.jobs``) as one batch and writes the results.
 
 What it writes, under ``runs/<run_id>/`` (``ascent.shared.keys``: keys from ids only, never file names):
-each item's ``inputs/<item_id>.png`` (what the kernel saw) and ``outputs/<item_id>.png`` (the result,
-8-bit exact), then ``records/<shard_id>.json``, the shard record, LAST: its presence means every output
-it names exists (the commit marker).
+each item's ``inputs/<item_id>.png`` (what the kernel saw) and ``outputs/<item_id>.<ext>`` (the result:
+PNG, 8-bit exact, or the job's ``output_format``; its sha256 in the record), then
+``records/<shard_id>.json``, the shard record, LAST: its presence means every output it names exists
+(the commit marker). With a job that ``stops_early`` (fool ``--until-ci``), a shard whose run is already
+precise enough is recorded ``skipped`` without running.
 
 Failures say whether retrying helps. An item whose input cannot be read or decoded is recorded
 ``failed`` with an error naming the item and the reason, and the rest of the shard still runs. A

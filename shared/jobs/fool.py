@@ -8,6 +8,12 @@ inside the ε-ball around the 8-bit original. Several ``--eps`` values are an ε
 plans one item per (image, ε), ids ``<image id>-e<k>`` and the ε in the item's ``variant``; the
 summary gives success and robust accuracy per ε.
 
+``--save-format jpeg:Q|webp:Q``: outputs stored in that codec, the success check (and the ε budget)
+on the image after encoding and decoding (``ascent.shared.codecs``). ``--target all`` or a class list:
+one item per (image, class), ids ``<image id>-t<class>``, and a targetability matrix
+(``fool_matrix``). ``--until-ci W``: items in a seeded random order; workers skip the shards once the
+run is precise enough (``fool_precision``).
+
 Per item: ``fooled``, ``iterations`` (steps to fool; -1 never), ``target``, ``pred_before``,
 ``pred_after``, ``l2`` and ``linf`` (perturbation in [0, 1] pixel units); with a budget ``eps`` too,
 and ``restart`` (which restart gave the image) with ``--random-start``.
