@@ -176,3 +176,19 @@ def test_target_all_attacks_every_image_towards_every_class_with_a_matrix_in_the
     spec = JobSpec(kind="fool", run_id="r", store="file:///s", params={"target": "all"}, inputs=("x",)).validate()
     with pytest.raises(InvalidSpec, match="class count is not known"):
         FOOL.plan_run_items(spec, [])
+
+
+def test_the_kernel_keeps_stepping_while_the_codec_undoes_the_attack(net):
+    from ascent.shared.kernels import fool
+
+    x = torch.from_numpy(smooth_images(4, SIZE, seed=4)).permute(0, 3, 1, 2) / 255
+    plain = fool(net, x, None, lr=0.5, max_iters=10, extra_iters=0)
+    same = fool(net, x, None, lr=0.5, max_iters=10, extra_iters=0, codec=lambda q: q)  # a lossless codec
+    assert torch.equal(plain.images, same.images) and torch.equal(plain.fooled, same.fooled)
+    assert plain.fooled.any()
+    with torch.no_grad():
+        black = int(net(torch.zeros(1, 3, SIZE, SIZE)).argmax())
+    other = (black + 1) % 5  # a target no decoded (black) image is classified as
+    undo = fool(net, x, other, lr=0.5, max_iters=10, extra_iters=0, codec=torch.zeros_like)  # undoes everything
+    assert not undo.fooled.any() and undo.passes == 4 * 11  # every image ran the whole budget
+    assert (undo.pred_after == black).all()  # the prediction recorded is that of the decoded image
