@@ -159,5 +159,5 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             wait_for_run(store, spec.run_id, check=cluster.check_workers, timeout=args.timeout)
     summary = collect(store, spec.run_id, jobs=jobs)
     print(format_summary(summary, jobs=jobs))
-    print(f"verify.json: {store.url(RunKeys(spec.run_id).key('verify.json'))}")
+    print(f"verify.json: {store.url(RunKeys(spec.run_id).verify)}")
     return exit_code(summary)

@@ -10,7 +10,8 @@ Layout under ``runs/<run_id>/``:
     outputs/<item_id>.png           results (8-bit exact; .jpg/.webp with fool's --save-format)
     attempts/<shard_id>/<n>.json    one marker per attempt that has not returned (workers that died)
     records/<shard_id>.json         per-shard record of every item, written last (the commit marker)
-    summary.json, items.jsonl, report.html   written by the collector
+    summary.json, items.jsonl, report.html   written by the collector (verify.json too for verify)
+    stopped.json                    written once when the run's stopping rule is met (--until-ci)
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class RunKeys:
     items = _run_file("items.jsonl")
     report = _run_file("report.html")
     failure = _run_file("failure.json")  # why the whole run cannot go on (a model that does not load)
+    stopped = _run_file("stopped.json")  # why the remaining shards need not run (fool --until-ci)
+    verify = _run_file("verify.json")  # a verify run's integrity and transfer table
 
     @property
     def records(self) -> str:
