@@ -119,3 +119,15 @@ def test_verify_command_reports_a_tampered_output_and_the_transfer_table_on_work
             (c, sum(h), len(h)) for c, h in sorted(hits.items())
         ]
     assert JobSpec.from_dict(json.loads(source.get(run_key("v2", "spec.json")))).params.victims
+
+
+def test_the_options_after_a_model_are_that_victims_own(capsys):
+    from ascent.producer.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["verify", "r", "--model", "a", "--size", "64", "--model", "b", "--weights", "random"]
+    )
+    assert args.victims == [{"model": "a", "size": 64}, {"model": "b", "weights": "random"}]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["verify", "r", "--mean", "0.5,0.5,0.5"])
+    assert "--mean belongs to a --model" in capsys.readouterr().err
