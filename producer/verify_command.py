@@ -102,7 +102,7 @@ def plan_verify(
             f"{args.run_id} --wait`)"
         )
     source_format = get_job(source.kind, jobs).output_format(source.params)
-    items = VERIFY.plan(source, rows, source_format.ext)
+    items = VERIFY.plan(source, rows)
     victims = victims_of(args, probe=probe)
     spec = JobSpec(
         kind=VERIFY.name,
