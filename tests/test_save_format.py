@@ -192,3 +192,16 @@ def test_the_kernel_keeps_stepping_while_the_codec_undoes_the_attack(net):
     undo = fool(net, x, other, lr=0.5, max_iters=10, extra_iters=0, codec=torch.zeros_like)  # undoes everything
     assert not undo.fooled.any() and undo.passes == 4 * 11  # every image ran the whole budget
     assert (undo.pred_after == black).all()  # the prediction recorded is that of the decoded image
+
+
+def test_the_eps_budget_is_checked_on_the_decoded_image(net):
+    from ascent.shared.kernels import fool
+
+    x = torch.from_numpy(smooth_images(4, SIZE, seed=6)).permute(0, 3, 1, 2) / 255
+    shift = lambda q: (q + 3 / 255).clamp(0, 1)  # noqa: E731 (a codec that moves every pixel 3 levels)
+    attack = {"norm": "linf", "max_iters": 6, "loss": "ce", "codec": shift}
+    tight = fool(net, x, None, eps=2 / 255, **attack)
+    assert not tight.fooled.any()  # each decoded image is outside the 2/255 ball, whatever it predicts
+    loose = fool(net, x, None, eps=32 / 255, **attack)
+    assert loose.fooled.any() and (loose.linf[loose.fooled] <= 32 / 255 + 1e-6).all()
+    assert (loose.linf >= 3 / 255 - 1e-6).all()  # the decoded image's perturbation
