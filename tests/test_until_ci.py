@@ -56,6 +56,6 @@ def test_until_ci_stops_once_precise_with_the_estimate_near_the_full_runs(tmp_pa
     assert p["success"]["k"] == sum(r["fooled"] for r in done) == summary["n_fooled"]
     text = format_summary(summary)
     assert f"precision ±0.05 reached after {len(done)} items, {len(skipped)} skipped (precision reached)" in text
-    assert (
-        "robust accuracy" in text and "Precision (--until-ci 0.05)" in store.get(run_key("ci", "report.html")).decode()
-    )
+    page = store.get(run_key("ci", "report.html")).decode()
+    assert "robust accuracy" in text and "Precision (--until-ci 0.05)" in page
+    assert f"<div class=v>{len(skipped)}</div><div class=k>skipped (precision reached)</div>" in page

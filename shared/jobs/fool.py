@@ -340,7 +340,9 @@ class Fool(Job):
         return report.summary_lines(summary) + extra
 
     def headline(self, summary: Mapping[str, Any]) -> list[html.Card]:
-        return report.headline(summary)
+        stopped = summary.get("precision") or {}
+        skipped = [html.Card(str(stopped["n_skipped"]), "skipped (precision reached)")] if stopped else []
+        return report.headline(summary) + skipped
 
     def report_sections(self, summary: Mapping[str, Any], classes: ClassCatalog) -> list[str]:
         extra = [fool_matrix.section(summary["targetability"], classes)] if "targetability" in summary else []
