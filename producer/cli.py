@@ -8,6 +8,7 @@
     ascent flower [--port P] [--address A]          Flower for ASCENT_BROKER_URL
     ascent resume RUN_ID                            re-enqueue every shard without a record
     ascent runs | cancel RUN_ID | classes [PATTERN] | exporter [--port P]   operate runs (producer.operate)
+    ascent verify RUN_ID [--model M ...]            outputs' sha256, claimed predictions, transfer
 
 The jobs and their options come from the registry (``ascent.shared.jobs``: ``ascent run fool --help``
 lists fool's). ``ascent run`` with no broker configured (neither ``ASCENT_BROKER_URL`` nor ``--broker``)

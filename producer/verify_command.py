@@ -102,7 +102,7 @@ def plan_verify(
             f"{args.run_id} --wait`)"
         )
     source_format = get_job(source.kind, jobs).output_format(source.params)
-    items = VERIFY.plan(source, rows, source_format.ext)
+    items = VERIFY.plan(source, rows)
     victims = victims_of(args, probe=probe)
     spec = JobSpec(
         kind=VERIFY.name,
@@ -159,5 +159,5 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             wait_for_run(store, spec.run_id, check=cluster.check_workers, timeout=args.timeout)
     summary = collect(store, spec.run_id, jobs=jobs)
     print(format_summary(summary, jobs=jobs))
-    print(f"verify.json: {store.url(RunKeys(spec.run_id).key('verify.json'))}")
+    print(f"verify.json: {store.url(RunKeys(spec.run_id).verify)}")
     return exit_code(summary)

@@ -7,13 +7,14 @@ Layout under ``runs/<run_id>/``:
     uploads/<name><ext>             local inputs uploaded by the producer for remote workers
     inputs/<item_id>.png            the preprocessed input the kernel saw (for the report)
     inputs/<name>.png               other inputs of the run (style images: style-<k>)
-    outputs/<item_id>.png           results (8-bit exact)
+    outputs/<item_id>.png           results (8-bit exact; .jpg/.webp with fool's --save-format)
     steps/<item_id>/<name>.png      an item's intermediate images (style's --save-every)
     attempts/<shard_id>/<n>.json    one marker per attempt that has not returned (workers that died)
     progress/<shard_id>.json        how far a running shard is (worker, items, estimate), rewritten as it goes
     cancel.json                     the cancel marker (``ascent cancel``): workers stop the run's work
     records/<shard_id>.json         per-shard record of every item, written last (the commit marker)
-    summary.json, items.jsonl, report.html   written by the collector
+    summary.json, items.jsonl, report.html   written by the collector (verify.json too for verify)
+    stopped.json                    written once when the run's stopping rule is met (--until-ci)
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class RunKeys:
     report = _run_file("report.html")
     failure = _run_file("failure.json")  # why the whole run cannot go on (a model that does not load)
     cancel = _run_file("cancel.json")  # the run was cancelled: workers record what is left cancelled
+    stopped = _run_file("stopped.json")  # why the remaining shards need not run (fool --until-ci)
+    verify = _run_file("verify.json")  # a verify run's integrity and transfer table
 
     @property
     def records(self) -> str:

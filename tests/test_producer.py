@@ -189,7 +189,8 @@ def test_submit_records_spec_and_manifest_then_enqueues_one_json_task_per_shard(
 def _fool_defaults() -> dict:
     reference = {"lr": 1.0, "max_iters": 100, "extra_iters": 2, "loss": "score", "precision": "fp32"}
     threat = {"norm": "l2-unbounded", "eps": None, "step_size": None, "random_start": False, "restarts": 1}
-    return {**reference, **threat, "momentum": 0.0, "early_stop": True, "seed": 0}
+    beyond = {"until_ci": None, "save_format": "png"}
+    return {**reference, **threat, "momentum": 0.0, "early_stop": True, "seed": 0, **beyond}
 
 
 @pytest.mark.parametrize(

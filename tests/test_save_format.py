@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from ascent.producer.cli import build_parser
-from ascent.producer.collector import collect
+from ascent.producer.collector import collect, format_summary
 from ascent.producer.export import export
 from ascent.producer.inputs import enumerate_inputs
 from ascent.producer.options import job_params
@@ -162,6 +162,9 @@ def test_target_all_attacks_every_image_towards_every_class_with_a_matrix_in_the
         assert cells[int(target)] == (r["iterations"] if r["fooled"] else None)
     page = store.get(run_key("matrix", "report.html")).decode()
     assert "Targetability: 3 images × 5 classes" in page
+    assert "targetability: 3 images × 5 classes" in format_summary(
+        json.loads(store.get(run_key("matrix", "summary.json")))
+    )
     matrix = page.split('<table class="targetability">')[1].split("</table>")[0]
     assert matrix.count("<tr>") == 1 + 3 + 1 and matrix.count('<td class="n ') == 15
     assert_well_formed(page)
@@ -173,3 +176,32 @@ def test_target_all_attacks_every_image_towards_every_class_with_a_matrix_in_the
     spec = JobSpec(kind="fool", run_id="r", store="file:///s", params={"target": "all"}, inputs=("x",)).validate()
     with pytest.raises(InvalidSpec, match="class count is not known"):
         FOOL.plan_run_items(spec, [])
+
+
+def test_the_kernel_keeps_stepping_while_the_codec_undoes_the_attack(net):
+    from ascent.shared.kernels import fool
+
+    x = torch.from_numpy(smooth_images(4, SIZE, seed=4)).permute(0, 3, 1, 2) / 255
+    plain = fool(net, x, None, lr=0.5, max_iters=10, extra_iters=0)
+    same = fool(net, x, None, lr=0.5, max_iters=10, extra_iters=0, codec=lambda q: q)  # a lossless codec
+    assert torch.equal(plain.images, same.images) and torch.equal(plain.fooled, same.fooled)
+    assert plain.fooled.any()
+    with torch.no_grad():
+        black = int(net(torch.zeros(1, 3, SIZE, SIZE)).argmax())
+    other = (black + 1) % 5  # a target no decoded (black) image is classified as
+    undo = fool(net, x, other, lr=0.5, max_iters=10, extra_iters=0, codec=torch.zeros_like)  # undoes everything
+    assert not undo.fooled.any() and undo.passes == 4 * 11  # every image ran the whole budget
+    assert (undo.pred_after == black).all()  # the prediction recorded is that of the decoded image
+
+
+def test_the_eps_budget_is_checked_on_the_decoded_image(net):
+    from ascent.shared.kernels import fool
+
+    x = torch.from_numpy(smooth_images(4, SIZE, seed=6)).permute(0, 3, 1, 2) / 255
+    shift = lambda q: (q + 3 / 255).clamp(0, 1)  # noqa: E731 (a codec that moves every pixel 3 levels)
+    attack = {"norm": "linf", "max_iters": 6, "loss": "ce", "codec": shift}
+    tight = fool(net, x, None, eps=2 / 255, **attack)
+    assert not tight.fooled.any()  # each decoded image is outside the 2/255 ball, whatever it predicts
+    loose = fool(net, x, None, eps=32 / 255, **attack)
+    assert loose.fooled.any() and (loose.linf[loose.fooled] <= 32 / 255 + 1e-6).all()
+    assert (loose.linf >= 3 / 255 - 1e-6).all()  # the decoded image's perturbation

@@ -44,6 +44,7 @@ def test_until_ci_stops_once_precise_with_the_estimate_near_the_full_runs(tmp_pa
     done = [r for r in rows if r["status"] == "done"]
     assert len(done) + len(skipped) == N and len(skipped) > 0 and len(done) < N  # it stopped early
     assert all(r["skipped"] == "precision reached" and r["output"] is None for r in skipped)
+    assert store.get_json(run_key("ci", "stopped.json"))["reason"] == "precision reached"
     summary = json.loads(store.get(run_key("ci", "summary.json")))
     p = summary["precision"]
     assert p["reached"] and p["n_skipped"] == len(skipped) == summary["n_skipped"]
@@ -55,6 +56,6 @@ def test_until_ci_stops_once_precise_with_the_estimate_near_the_full_runs(tmp_pa
     assert p["success"]["k"] == sum(r["fooled"] for r in done) == summary["n_fooled"]
     text = format_summary(summary)
     assert f"precision ±0.05 reached after {len(done)} items, {len(skipped)} skipped (precision reached)" in text
-    assert (
-        "robust accuracy" in text and "Precision (--until-ci 0.05)" in store.get(run_key("ci", "report.html")).decode()
-    )
+    page = store.get(run_key("ci", "report.html")).decode()
+    assert "robust accuracy" in text and "Precision (--until-ci 0.05)" in page
+    assert f"<div class=v>{len(skipped)}</div><div class=k>skipped (precision reached)</div>" in page

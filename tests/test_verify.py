@@ -28,6 +28,7 @@ from ascent.worker.handler import run_shard
 from ascent.worker.runtime import WorkerRuntime
 from tests.faults_util import REPO, ascent_ok
 from tests.nets_util import smooth_images
+from tests.test_report import assert_well_formed
 from tests.test_save_format import MODEL, SIZE, rows_of, run_fool
 
 VICTIM, VICTIM_SIZE = "tests.nets_util:five_wide", 24
@@ -64,6 +65,7 @@ def test_on_a_finished_run_every_hash_and_claimed_prediction_holds(source):
     assert (v["n_checked"], v["n_hash_ok"], v["n_claims_hold"]) == (12, 12, 12)
     assert v["tampered"] == v["missing"] == v["claims_broken"] == []
     assert json.loads(store.get(run_key("v", "verify.json"))) == v
+    assert_well_formed(store.get(run_key("v", "report.html")).decode())
     fooled = sum(r["fooled"] for r in rows_of(source, "src"))
     assert v["transfer"][0]["k"] == fooled  # on the run's own model, success is what the run claimed
     with pytest.raises(InvalidInput, match="not in"):
@@ -93,8 +95,8 @@ def test_verify_command_reports_a_tampered_output_and_the_transfer_table_on_work
     assert v["tampered"] == [tampered] and v["n_hash_ok"] == 11 and v["missing"] == []
     report = source.get(run_key("v2", "report.html")).decode()
     assert "Transfer" in report and tampered in report
-    shard_workers = {json.loads(source.get(k)).get("pid") for k in source.list(run_key("v2", "records") + "/")}
-    assert shard_workers and None not in shard_workers  # recorded by worker processes
+    records = [json.loads(source.get(k)) for k in source.list(run_key("v2", "records") + "/")]
+    assert records and all("@" in r["worker"] and r["task_id"] for r in records)  # Celery worker processes ran it
 
     models = [
         (load_classifier(MODEL, "random", device="cpu"), SIZE),
@@ -117,3 +119,15 @@ def test_verify_command_reports_a_tampered_output_and_the_transfer_table_on_work
             (c, sum(h), len(h)) for c, h in sorted(hits.items())
         ]
     assert JobSpec.from_dict(json.loads(source.get(run_key("v2", "spec.json")))).params.victims
+
+
+def test_the_options_after_a_model_are_that_victims_own(capsys):
+    from ascent.producer.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["verify", "r", "--model", "a", "--size", "64", "--model", "b", "--weights", "random"]
+    )
+    assert args.victims == [{"model": "a", "size": 64}, {"model": "b", "weights": "random"}]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["verify", "r", "--mean", "0.5,0.5,0.5"])
+    assert "--mean belongs to a --model" in capsys.readouterr().err

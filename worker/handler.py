@@ -2,9 +2,11 @@
 item of one shard through its job (``ascent.shared.jobs``) as one batch and writes the results.
 
 What it writes, under ``runs/<run_id>/`` (``ascent.shared.keys``: keys from ids only, never file names):
-each item's ``inputs/<item_id>.png`` (what the kernel saw) and ``outputs/<item_id>.png`` (the result,
-8-bit exact), then ``records/<shard_id>.json``, the shard record, LAST: its presence means every output
-it names exists (the commit marker).
+each item's ``inputs/<item_id>.png`` (what the kernel saw) and ``outputs/<item_id>.<ext>`` (the result:
+PNG, 8-bit exact, or the job's ``output_format``; its sha256 in the record), then
+``records/<shard_id>.json``, the shard record, LAST: its presence means every output it names exists
+(the commit marker). With a job that ``stops_early`` (fool ``--until-ci``), a shard whose run is already
+precise enough is recorded ``skipped`` without running.
 
 Failures say whether retrying helps. An item whose input cannot be read or decoded is recorded
 ``failed`` with an error naming the item and the reason, and the rest of the shard still runs. A
@@ -59,6 +61,8 @@ from ascent.worker.watch import ShardWatch
 
 log = logging.getLogger(__name__)
 PNG_THREADS = 4  # encoders and store writes in flight per shard
+RECORDS_CACHED = 10_000  # shard records a process keeps parsed for stopping rules
+_RECORDS: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -227,8 +231,10 @@ def run_shard(
     dev = pick_device(device)
     job = get_job(spec.kind, runtime.jobs)
     if job.stops_early(spec):
-        stop = job.stop_reason(spec, finished_rows(store, spec.run_id))
+        stop = stopped(store, spec.run_id) or job.stop_reason(spec, finished_rows(store, spec.run_id))
         if stop is not None:
+            with contextlib.suppress(AlreadyExists):  # once decided, later shards read one object
+                store.create_json(RunKeys(spec.run_id).stopped, {"reason": stop, "at": time.time()})
             return record_shard_skipped(spec, shard, store, stop, info=info)
     failure = run_failure(store, spec.run_id)
     if failure is not None:  # another shard found the run cannot go on: no model load for this one
@@ -277,12 +283,29 @@ def run_shard(
     return record
 
 
+def stopped(store: Store, run_id: str) -> str | None:
+    """The reason recorded when a worker found the run's remaining shards need not run, else None."""
+    try:
+        return str(store.get_json(RunKeys(run_id).stopped).get("reason"))
+    except (NotFoundInStore, InvalidInput, ValueError, AttributeError):
+        return None
+
+
 def finished_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """The item records of every shard of the run recorded so far (unreadable records left out)."""
+    """The item records of every shard of the run recorded so far (unreadable records left out). A
+    record is never rewritten once there, so each process reads each record once (``_RECORDS``)."""
     rows: list[dict[str, Any]] = []
+    if len(_RECORDS) > RECORDS_CACHED:
+        _RECORDS.clear()
     for key in store.list(RunKeys(run_id).records):
-        with contextlib.suppress(InvalidInput, NotFoundInStore, ValueError):
-            rows += [i.to_dict() for i in ShardRecord.from_dict(store.get_json(key)).items]
+        cached = _RECORDS.get((store.uri, key))
+        if cached is None:
+            try:
+                cached = [i.to_dict() for i in ShardRecord.from_dict(store.get_json(key)).items]
+            except (InvalidInput, NotFoundInStore, ValueError):
+                continue
+            _RECORDS[(store.uri, key)] = cached
+        rows += cached
     return rows
 
 

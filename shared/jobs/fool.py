@@ -8,6 +8,12 @@ inside the ε-ball around the 8-bit original. Several ``--eps`` values are an ε
 plans one item per (image, ε), ids ``<image id>-e<k>`` and the ε in the item's ``variant``; the
 summary gives success and robust accuracy per ε.
 
+``--save-format jpeg:Q|webp:Q``: outputs stored in that codec, the success check (and the ε budget)
+on the image after encoding and decoding (``ascent.shared.codecs``). ``--target all`` or a class list:
+one item per (image, class), ids ``<image id>-t<class>``, and a targetability matrix
+(``fool_matrix``). ``--until-ci W``: items in a seeded random order; workers skip the shards once the
+run is precise enough (``fool_precision``).
+
 Per item: ``fooled``, ``iterations`` (steps to fool; -1 never), ``target``, ``pred_before``,
 ``pred_after``, ``l2`` and ``linf`` (perturbation in [0, 1] pixel units); with a budget ``eps`` too,
 and ``restart`` (which restart gave the image) with ``--random-start``.
@@ -324,10 +330,19 @@ class Fool(Job):
 
     def summary_lines(self, summary: Mapping[str, Any]) -> list[str]:
         extra = precision.lines(summary["precision"]) if "precision" in summary else []
+        if "targetability" in summary:
+            table = summary["targetability"]
+            fooled = sum(r["n_fooled"] for r in table["rows"])
+            extra.append(
+                f"targetability: {len(table['rows'])} images × {len(table['classes'])} classes, "
+                f"{fooled}/{len(table['rows']) * len(table['classes'])} pairs fooled (table in the report)"
+            )
         return report.summary_lines(summary) + extra
 
     def headline(self, summary: Mapping[str, Any]) -> list[html.Card]:
-        return report.headline(summary)
+        stopped = summary.get("precision") or {}
+        skipped = [html.Card(str(stopped["n_skipped"]), "skipped (precision reached)")] if stopped else []
+        return report.headline(summary) + skipped
 
     def report_sections(self, summary: Mapping[str, Any], classes: ClassCatalog) -> list[str]:
         extra = [fool_matrix.section(summary["targetability"], classes)] if "targetability" in summary else []

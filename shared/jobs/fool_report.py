@@ -141,6 +141,8 @@ def _towards(summary: Mapping[str, Any]) -> str:
     mode = summary.get("target_mode")
     if mode in FOOL_TARGET_MODES:
         return f"towards {len(summary['targets'])} {mode} targets"
+    if mode == "matrix":
+        return f"each image towards each of {len(summary['targets'])} classes"
     if mode == "untargeted":
         return "away from the true class" if summary.get("n_labelled") else "away from the clean prediction"
     if not summary["targets"] and isinstance(summary.get("target"), int):  # nothing recorded yet: the spec's

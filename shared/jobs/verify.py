@@ -26,6 +26,7 @@ from ascent.shared.errors import InvalidInput
 from ascent.shared.jobs import verify_report as report
 from ascent.shared.jobs.base import Job, Loaded, Media, Outcome, WorkContext
 from ascent.shared.keys import RunKeys
+from ascent.shared.limits import Limits
 from ascent.shared.params import JobParams, Kind, param
 from ascent.shared.records import DONE
 from ascent.shared.spec import Item, JobSpec
@@ -125,7 +126,7 @@ class Verify(Job):
     export_fields = ("sha256_ok", "claim_holds", "pred", "preds", "success")
 
     @staticmethod
-    def plan(source: JobSpec, rows: Sequence[Mapping[str, Any]], output_ext: str) -> list[Item]:
+    def plan(source: JobSpec, rows: Sequence[Mapping[str, Any]]) -> list[Item]:
         """One item per done output of the source run: the output's URI, its label, target, and in the
         variant what the run claimed (prediction, clean prediction, sha256). InvalidInput when the
         source has no predictions to verify."""
@@ -144,7 +145,6 @@ class Verify(Job):
                     "pred": r["pred_after"],
                     "pred_before": r.get("pred_before"),
                     "sha256": r.get("output_sha256"),
-                    "ext": output_ext,
                 },
             )
             for r in done
@@ -161,7 +161,7 @@ class Verify(Job):
             return Stored(item, None, item.label, None, "missing")
         digest = hashlib.sha256(data).hexdigest()
         try:
-            image = decode_image(data, key, 64_000_000)
+            image = decode_image(data, key, Limits().max_pixels)
         except InvalidInput as exc:
             return Stored(item, None, item.label, digest, f"unreadable: {exc}")
         if image.shape[:2] != (ctx.spec.size, ctx.spec.size):
