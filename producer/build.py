@@ -69,6 +69,12 @@ def prepare_job(
     lookup = choice.catalog.lookup if choice.catalog is not None else None
     found = enumerate_inputs(paths, settings=settings, resolve=lookup) if job.inputs is not None else []
     items = job.plan_run_items(spec, found)
+    if len(items) > settings.max_items:  # a sweep or a target matrix multiplies the inputs
+        raise InvalidSpec(
+            "inputs",
+            f"{len(found):,} inputs plan {len(items):,} items, over the limit of {settings.max_items:,} per run "
+            "(ASCENT_MAX_ITEMS; raise it if this is intended)",
+        )
     if choice.num_classes is not None:
         for item in items:
             for what, class_id in (("label", item.label), ("target", item.target)):

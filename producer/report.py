@@ -75,9 +75,15 @@ class RunMedia:
         return self._read(lambda: self.keys.item_image(item_id, name))
 
     def run_inputs(self, prefix: str) -> list[bytes | None]:
-        """Run-level inputs whose name starts with ``prefix`` (e.g. ``style-``), in key order."""
+        """Run-level inputs named ``<prefix><k>`` (e.g. ``style-0``, ``style-1``, ...), in the order of k
+        (``style-10`` after ``style-9``); names without a number after the prefix come last, by name."""
         keys = self.store.list(self.keys.inputs + prefix)
-        return [self._read(lambda: key) for key in keys]  # noqa: B023 (called at once)
+
+        def order(key: str) -> tuple[int, str]:
+            stem = key.rsplit("/", 1)[-1][len(prefix) :].split(".", 1)[0]
+            return (int(stem), "") if stem.isdigit() else (2**63, key)
+
+        return [self._read(lambda: key) for key in sorted(keys, key=order)]  # noqa: B023 (called at once)
 
 
 def _failures_table(failures: list[Mapping[str, Any]]) -> str:
@@ -96,7 +102,8 @@ def _failures_table(failures: list[Mapping[str, Any]]) -> str:
 def _headline(summary: Mapping[str, Any], job: Job) -> str:
     s = summary
     cards = job.headline(s)
-    names = ("n_items", "n_done", "n_failed", "n_pending", *(("n_cancelled",) if s.get("n_cancelled") else ()))
+    extra = tuple(k for k in ("n_cancelled", "n_skipped") if s.get(k))
+    names = ("n_items", "n_done", "n_failed", "n_pending", *extra)
     counts = [Card(str(s[k]), k[2:]) for k in names]
     ordered = cards[:1] + counts + cards[1:] if cards and cards[0].big else counts + cards
     return f'<div class="cards">{"".join(c.html() for c in ordered)}</div>'

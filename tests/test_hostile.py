@@ -277,6 +277,27 @@ def test_a_spec_beyond_a_limit_is_refused_naming_the_field_and_the_limit(tmp_pat
     assert not (tmp_path / "s").exists()
 
 
+def test_a_target_matrix_or_sweep_that_plans_more_items_than_the_limit_is_refused(tmp_path, capsys, monkeypatch):
+    from ascent.producer.cli import main
+
+    monkeypatch.setenv("ASCENT_MAX_ITEMS", "500")
+    write_png(tmp_path / "a.png")
+    argv = ["run", "fool", "--images", str(tmp_path / "a.png"), "--target", "all", "--model", "tiny"]
+    assert main([*argv, "--store", (tmp_path / "s").as_uri()]) == 2  # 1 image × 1000 classes
+    err = capsys.readouterr().err
+    assert err.startswith("ascent: error: inputs:") and "1,000 items" in err and "ASCENT_MAX_ITEMS" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_until_ci_refuses_to_pool_several_targets_or_budgets_into_one_interval():
+    from ascent.shared.jobs.fool import FoolParams
+
+    for params in ({"target": "all"}, {"target": [1, 2]}, {"target": 3, "norm": "linf", "eps": [0.01, 0.02]}):
+        with pytest.raises(InvalidSpec, match="params.until_ci"):
+            FoolParams.from_dict({**params, "until_ci": 0.05}).check()
+    FoolParams.from_dict({"target": 3, "norm": "linf", "eps": [0.01], "until_ci": 0.05}).check()
+
+
 def test_a_task_message_over_the_size_limit_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
     from ascent.producer.cli import main
 

@@ -222,3 +222,12 @@ def test_style_report_shows_content_style_result_and_losses(store: Store) -> Non
     assert page.count("result</figure>") == 2
     assert "style loss 2 · tv loss 0.25 · loss 3.25" in page
     assert len(data_uris(page)) == 1 + 2 * 2  # the style image once, content and result per item
+
+
+def test_run_level_inputs_come_in_the_order_of_their_number_not_of_their_key():
+    from ascent.producer.report import RunMedia
+
+    store = MemoryStore(f"report-{uuid.uuid4().hex[:8]}")
+    for k in (10, 2, 0, 11, 1):
+        store.put(run_key(RUN, f"inputs/style-{k}.png"), str(k).encode())
+    assert RunMedia(store, RUN).run_inputs("style-") == [b"0", b"1", b"2", b"10", b"11"]

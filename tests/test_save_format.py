@@ -159,7 +159,13 @@ def test_target_all_attacks_every_image_towards_every_class_with_a_matrix_in_the
     for r in rows:
         image, target = r["item_id"].split("-t")
         cells = next(t["cells"] for t in table["rows"] if t["image"] == image)
-        assert cells[int(target)] == (r["iterations"] if r["fooled"] else None)
+        if r["pred_before"] == int(target):  # its own clean prediction: shown, not counted as a success
+            assert cells[int(target)] == "clean"
+        else:
+            assert cells[int(target)] == (r["iterations"] if r["fooled"] else None)
+    for k, per_class in enumerate(table["per_class"]):
+        attacked = [r for r in rows if r["target"] == k and r["pred_before"] != k]
+        assert per_class["n"] == len(attacked) and per_class["n_fooled"] == sum(r["fooled"] for r in attacked)
     page = store.get(run_key("matrix", "report.html")).decode()
     assert "Targetability: 3 images × 5 classes" in page
     assert "targetability: 3 images × 5 classes" in format_summary(

@@ -172,6 +172,10 @@ class FoolParams(JobParams):
                 raise InvalidSpec("params.random_start", "needs norm 'linf' or 'l2' (a ball to start in)")
         if self.restarts > 1 and not self.random_start:
             raise InvalidSpec("params.restarts", "more than one restart needs random_start")
+        if self.until_ci is not None and (isinstance(self.target, tuple) or self.target == ALL):
+            raise InvalidSpec("params.until_ci", "one interval cannot stand for several targets: give one --target")
+        if self.until_ci is not None and self.eps is not None and len(self.eps) > 1:
+            raise InvalidSpec("params.until_ci", "one interval cannot stand for an ε sweep: give one --eps")
 
 
 def item_seed(seed: int, item_id: str) -> int:
