@@ -293,7 +293,7 @@ def test_until_ci_refuses_to_pool_several_targets_or_budgets_into_one_interval()
     from ascent.shared.jobs.fool import FoolParams
 
     for params in ({"target": "all"}, {"target": [1, 2]}, {"target": 3, "norm": "linf", "eps": [0.01, 0.02]}):
-        with pytest.raises(InvalidSpec, match="params.until_ci"):
+        with pytest.raises(InvalidSpec, match=r"params\.until_ci"):
             FoolParams.from_dict({**params, "until_ci": 0.05}).check()
     FoolParams.from_dict({"target": 3, "norm": "linf", "eps": [0.01], "until_ci": 0.05}).check()
 

@@ -217,3 +217,12 @@ def projected(step: Step, project: Any) -> Step:
         return project(step(t, x, grad, rows), rows)
 
     return projected_step
+
+
+def inside_ball(image: Tensor, x0_255: Tensor, norm: str, bound: Tensor) -> Tensor:
+    """Per row, whether 8-bit ``image`` (N×3×H×W in [0, 1]) lies in the ball around ``x0_255`` (the
+    originals ×255): L∞ within ``bound`` levels (integers), L2 within ``bound`` = ε in pixel units."""
+    d255 = (torch.round(image * 255) - x0_255).flatten(1)
+    if norm == "linf":
+        return d255.abs().amax(1) <= bound
+    return d255.double().pow(2).sum(1) <= (bound.double() * 255) ** 2

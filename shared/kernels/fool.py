@@ -4,7 +4,6 @@ FGSM, MI-FGSM: Madry et al. 2018, Goodfellow et al. 2015, Dong et al. 2018), on 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,11 +11,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ascent.shared.errors import InvalidInput
 from ascent.shared.kernels import attacks
 from ascent.shared.kernels.attacks import (
-    LOSSES,
-    NORMS,
+    inside_ball,
     l2_step,
     lattice_l2,
     lattice_linf,
@@ -29,13 +26,12 @@ from ascent.shared.kernels.attacks import (
     signed_step,
     with_momentum,
 )
-from ascent.shared.kernels.fool_args import check_int, labels_tensor, row_seeds
+from ascent.shared.kernels.fool_args import check_arguments, labels_tensor, row_seeds
 from ascent.shared.kernels.loop import (
     Step,
     ascend,
     auto_max_batch,
     check_images,
-    check_precision,
     class_tensor,
     model_device,
     normalized_gradient_step,
@@ -119,38 +115,18 @@ def fool(
 
     ``codec``: what storing does to an 8-bit image (N×3×H×W -> decoded N×3×H×W, e.g. a JPEG round
     trip, ``ascent.shared.codecs.tensor_roundtrip``). Success is then decided on the decoded image,
-    which must also be inside the ε-ball; while the codec undoes the attack stepping goes on (as for
-    the 8-bit check). ``images`` stay the 8-bit images to encode; ``pred_after``, ``l2`` and ``linf``
+    which must also be inside the ε-ball; each step's gradient is taken at the decoded image, straight
+    through to the iterate (BPDA), and while the codec undoes the attack stepping goes on (as for the
+    8-bit check). ``images`` stay the 8-bit images to encode; ``pred_after``, ``l2`` and ``linf``
     are those of their decoded images.
     """
     check_images(images)
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise InvalidInput(f"lr must be a positive number, got {lr!r}")
-    check_int("max_iters", max_iters, 0)
-    check_int("extra_iters", extra_iters, 0)
-    check_int("restarts", restarts, 1)
-    if loss not in LOSSES:
-        raise InvalidInput(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
-    if norm not in NORMS:
-        raise InvalidInput(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
-    if not (isinstance(momentum, (int, float)) and momentum >= 0 and math.isfinite(momentum)):
-        raise InvalidInput(f"momentum must be a non-negative number, got {momentum!r}")
-    check_precision(precision)
+    check_arguments(lr, max_iters, extra_iters, restarts, loss, norm, momentum, precision, eps, step_size, random_start)
     bounded = norm != "l2-unbounded"
-    if bounded and eps is None:
-        raise InvalidInput(f"eps is required with norm {norm!r}")
-    if not bounded and (eps is not None or step_size is not None or random_start):
-        raise InvalidInput("eps, step_size and random_start need norm 'linf' or 'l2' (l2-unbounded steps by lr)")
-    if restarts > 1 and not random_start:
-        raise InvalidInput("restarts > 1 needs random_start (otherwise every restart repeats the first)")
     device = model_device(model)
     x0 = quantize(images.to(device=device, dtype=torch.float32))
     n = x0.shape[0]
     eps_rows = per_row(eps, n, "eps", device) if bounded else None
-    if step_size is not None and not (
-        isinstance(step_size, (int, float)) and not isinstance(step_size, bool) and 0 < step_size < math.inf
-    ):
-        raise InvalidInput(f"step_size must be a positive number, got {step_size!r}")
     seeds = row_seeds(seed, n)
     classes = num_classes(model)
     untargeted = targets is None
@@ -174,7 +150,7 @@ def fool(
         early_stop,
         codec,
     )
-    if random_start:  # the clean prediction: the restarts' forwards start elsewhere
+    if random_start or codec is not None:  # the clean prediction: the stepping forwards are elsewhere
         with torch.no_grad():
             attack.pred_before[:] = attack.predict(x0)
         attack.fill_goal()
@@ -261,21 +237,18 @@ class _Attack:
     def succeeded(self, pred: Tensor, rows: Tensor) -> Tensor:
         return pred != self.goal[rows] if self.untargeted else pred == self.goal[rows]
 
-    def judge(self, image: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
+    def judge(self, image: Tensor, rows: Tensor, decoded: bool = False) -> tuple[Tensor, Tensor]:
         """(float32 prediction, success) of 8-bit images of batch rows ``rows`` as stored: after the
-        codec, whose decoded image must also stay inside the ε-ball."""
-        shown = image if self.codec is None else self.codec(image)
+        codec (``decoded``: ``image`` is already its output), whose decoded image must also stay inside
+        the ε-ball."""
+        shown = image if self.codec is None or decoded else self.codec(image)
         with torch.no_grad():
             pred = self.predict(shown)
         ok = self.succeeded(pred, rows)
         if self.codec is not None and self.bounded:
             assert self.eps is not None
-            d255 = (torch.round(shown * 255) - self.x0_255[rows]).flatten(1)
-            if self.norm == "linf":
-                assert self.levels is not None
-                ok &= d255.abs().amax(1) <= self.levels[rows]
-            else:
-                ok &= d255.double().pow(2).sum(1) <= (self.eps[rows].double() * 255) ** 2
+            bound = self.levels[rows] if self.levels is not None else self.eps[rows]
+            ok &= inside_ball(shown, self.x0_255[rows], self.norm, bound)
         return pred, ok
 
     def lattice(self, x: Tensor, rows: Tensor) -> Tensor:
@@ -309,7 +282,7 @@ class _Attack:
         device = self.x0.device
         first_hit = torch.full((m,), -1, dtype=torch.long, device=device)
         pred_after = torch.full((m,), -1, dtype=torch.long, device=device)
-        clean_start = start is None
+        clean_start = start is None and self.codec is None  # with a codec pred_before is known already
         extra, max_iters = self.extra_iters, self.max_iters
         # local row r of this run is row rows0[r] of the batch
         goal_rows = rows0
@@ -345,9 +318,11 @@ class _Attack:
             candidates = hit & (t - first >= extra)
             settled = torch.zeros_like(hit)
             if bool(candidates.any()):
-                # The 8-bit check (float32): only what survives rounding counts; otherwise keep stepping.
-                image = xa[candidates] if self.bounded else quantize(xa[candidates])
-                pred_q, ok = self.judge(image, batch_rows[candidates])
+                # The 8-bit check (float32): only what survives rounding (and the codec: then xa is the
+                # decoded image already) counts; otherwise keep stepping.
+                decoded = self.codec is not None
+                image = xa[candidates] if self.bounded or decoded else quantize(xa[candidates])
+                pred_q, ok = self.judge(image, batch_rows[candidates], decoded=decoded)
                 settled[candidates] = ok
                 pred_after[rows[candidates][ok]] = pred_q[ok]
             if self.bounded:
@@ -368,7 +343,7 @@ class _Attack:
             stop,
             project=None if self.bounded else (lambda t, xa: xa.clamp_(0, 1)),
             max_batch=self.max_batch,
-            evaluate_at=(lambda xa, rows: self.lattice(xa, goal_rows[rows])) if self.bounded else None,
+            evaluate_at=self.evaluation_point(goal_rows),
         )
         self.passes += passes
         adv = self.lattice(x, rows0) if self.bounded else quantize(x)
@@ -380,6 +355,20 @@ class _Attack:
             with torch.no_grad():
                 pred_after[unsettled] = self.predict(adv[unsettled])
         return adv, self.succeeded(pred_after, rows0), first_hit, pred_after
+
+    def evaluation_point(self, goal_rows: Tensor) -> Callable[[Tensor, Tensor], Tensor] | None:
+        """Where each step's forward and gradient are taken (straight through to the iterate): ε-attacks
+        at the iterate's 8-bit image; with a codec at that image as stored and decoded (BPDA: the
+        gradient of what the codec returns, so the attack climbs the objective as the codec sees it)."""
+        codec = self.codec
+        if not self.bounded and codec is None:
+            return None
+
+        def point(xa: Tensor, rows: Tensor) -> Tensor:
+            image = self.lattice(xa, goal_rows[rows]) if self.bounded else quantize(xa)
+            return image if codec is None else codec(image)
+
+        return point
 
     def step_rule_for(self, rows0: Tensor) -> Step:
         """The step rule on local rows (``ascend`` numbers the rows of this run from 0)."""
