@@ -13,14 +13,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ascent.producer.collector import Progress, progress
-from ascent.shared.control import request_cancel
-from ascent.shared.errors import InvalidInput, NotFoundInStore, StoreError
+from ascent.producer.collector import Progress, progress, read_manifest
+from ascent.shared.control import read_progress, request_cancel
+from ascent.shared.errors import AlreadyExists, InvalidInput, NotFoundInStore, StoreError
 from ascent.shared.keys import RUNS, RunKeys
+from ascent.shared.records import ItemRecord, ShardRecord
 from ascent.shared.spec import Manifest
 from ascent.shared.store import Store
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
+FRESH_SECONDS = 60.0  # a progress marker newer than this: a worker is running the shard (it rewrites it every ~0.5 s)
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def list_runs(store: Store) -> list[RunRow]:
     return rows
 
 
-HEADERS = ("RUN", "KIND", "MODEL", "CREATED (UTC)", "ITEMS", "DONE", "FAILED", "CANCELLED", "PENDING", "STATE")
+HEADERS: tuple[str, ...] = ("RUN", "KIND", "MODEL", "CREATED (UTC)", "ITEMS", "DONE", "FAILED", "CANCELLED")
+HEADERS += ("SKIPPED", "PENDING", "STATE")
 
 
 def format_runs(rows: Sequence[RunRow]) -> str:
@@ -76,23 +79,57 @@ def format_runs(rows: Sequence[RunRow]) -> str:
     for r in rows:
         p = r.progress
         created = "-" if r.created_at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.created_at))
-        numbers = (p.total, p.done, p.failed, p.cancelled, p.pending)
+        numbers = (p.total, p.done, p.failed, p.cancelled, p.skipped, p.pending)
         table.append((r.run_id, r.kind, r.model, created, *(str(n) for n in numbers), r.state))
     widths = [max(len(row[i]) for row in table) for i in range(len(HEADERS))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table)
 
 
-def cancel_run(store: Store, run_id: str) -> str:
+def cancel_run(store: Store, run_id: str, now: float | None = None) -> str:
     """Cancel run ``run_id`` (the marker every worker checks); returns what happened, in a sentence.
-    A finished run, or one already cancelled, is left as it is."""
+    A finished run, or one already cancelled, is left as it is.
+
+    The shards no worker is running (no record, no progress marker newer than ``FRESH_SECONDS``) are
+    recorded cancelled here, each with a create-only write, so the run is complete even when its workers
+    are gone or its queue was lost. A worker that was running one after all still records it when it
+    finishes (its ``done`` record replaces the cancelled one, and a done item counts over a cancelled one)."""
     state = progress(store, run_id)
-    counts = f"{state.done} done, {state.failed} failed, {state.cancelled} cancelled"
-    if state.complete:
-        return f"run {run_id} has already finished ({counts}): nothing to cancel, nothing changed"
+    counts = f"{state.done} done, {state.failed} failed, {state.cancelled} cancelled, {state.skipped} skipped"
     if state.cancel_requested:
         return f"run {run_id} was already cancelled ({counts}, {state.pending} still to be recorded cancelled)"
+    if state.complete:
+        return f"run {run_id} has already finished ({counts}): nothing to cancel, nothing changed"
     request_cancel(store, run_id, by=f"{getpass.getuser()}@{socket.gethostname()}")
-    return (
-        f"run {run_id}: cancelled; the {state.finished} items recorded are kept, the workers record the "
-        f"{state.pending} others cancelled (`ascent collect {run_id} --wait` collects it)"
+    recorded = record_idle_shards_cancelled(store, run_id, time.time() if now is None else now)
+    running = state.pending - recorded
+    tail = (
+        f"the workers running the other {running} record them cancelled (if they are gone, "
+        f"`ascent resume {run_id}` finishes recording it)"
+        if running
+        else "the run is complete"
     )
+    return (
+        f"run {run_id}: cancelled; the {state.finished} items recorded are kept, {recorded} items no worker "
+        f"was running are recorded cancelled, {tail} (`ascent collect {run_id} --wait` collects it)"
+    )
+
+
+def record_idle_shards_cancelled(store: Store, run_id: str, now: float) -> int:
+    """Record cancelled, create-only, every shard of the run with no record and no fresh progress
+    marker; returns the number of items so recorded."""
+    keys = RunKeys(run_id)
+    kind = str(store.get_json(keys.spec).get("kind", "?"))
+    markers = read_progress(store, run_id)
+    n = 0
+    for shard in read_manifest(store, run_id).shards:
+        at = markers.get(shard.shard_id, {}).get("at")
+        if isinstance(at, (int, float)) and now - at < FRESH_SECONDS:
+            continue
+        items = tuple(ItemRecord.cancelled(i) for i in shard.items)
+        record = ShardRecord(run_id, shard.shard_id, kind, items, info={"cancelled_by": "ascent cancel"})
+        try:
+            store.create_json(keys.record(shard.shard_id), record.to_dict())
+        except AlreadyExists:
+            continue
+        n += len(shard.items)
+    return n

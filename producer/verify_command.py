@@ -160,4 +160,17 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     summary = collect(store, spec.run_id, jobs=jobs)
     print(format_summary(summary, jobs=jobs))
     print(f"verify.json: {store.url(RunKeys(spec.run_id).verify)}")
-    return exit_code(summary)
+    return max(exit_code(summary), verdict(summary["verify"], args.run_id))
+
+
+def verdict(verify: dict[str, Any], run_id: str) -> int:
+    """1 (and a note saying why) when an output of ``run_id`` was tampered with, is missing or unreadable,
+    or does not hold its claimed prediction; else 0."""
+    from ascent.producer.commands import note
+
+    found = [(name, verify.get(name) or []) for name in ("tampered", "missing", "unreadable", "claims_broken")]
+    broken = [f"{len(ids)} {name.replace('_', ' ')}" for name, ids in found if ids]
+    if not broken:
+        return 0
+    note(f"run {run_id} does not verify: {', '.join(broken)} (the items are listed above)")
+    return 1

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ascent.producer.cli import main
 from ascent.producer.processes import free_port, stop_groups
-from ascent.shared.control import request_cancel
+from ascent.shared.control import request_cancel, write_progress
 from ascent.shared.keys import RunKeys
 from ascent.shared.records import ItemRecord, ShardRecord
 from ascent.shared.settings import Settings
@@ -52,6 +52,8 @@ def make_run(store: Store, run_id: str, statuses: list[str | None], created_at: 
             record = ItemRecord.done(item, None, fooled=item.item_id == "000000", iterations=3)
         elif status == "failed":
             record = ItemRecord.failed(item, f"item {item.item_id} ({item.source}): broken")
+        elif status == "skipped":
+            record = ItemRecord.skipped(item, "precision reached")
         else:
             record = ItemRecord.cancelled(item)
         rec = ShardRecord(run_id, shard.shard_id, "fool", (record,), info={"worker": "w1@host", "seconds": 2.0})
@@ -67,22 +69,24 @@ def test_runs_lists_the_stores_runs_newest_first_with_their_counts_and_state(tmp
     make_run(store, "mid-failed", ["failed", "failed"], created_at=2_000.0)
     make_run(store, "new-running", ["done", None, None], created_at=3_000.0)
     make_run(store, "newest-cancelled", ["done", "cancelled", None], created_at=4_000.0)
+    make_run(store, "until-ci", ["done", "skipped", "skipped"], created_at=500.0)
     request_cancel(store, "newest-cancelled")
     (tmp_path / "store" / "runs" / "half-submitted").mkdir()  # no manifest: left out
 
     assert main(["runs", "--store", store.uri]) == 0
     lines = capsys.readouterr().out.splitlines()
 
-    header = ["RUN", "KIND", "MODEL", "CREATED", "(UTC)", "ITEMS", "DONE", "FAILED", "CANCELLED", "PENDING", "STATE"]
-    assert lines[0].split() == header
+    header = ["RUN", "KIND", "MODEL", "CREATED", "(UTC)", "ITEMS", "DONE", "FAILED", "CANCELLED", "SKIPPED"]
+    assert lines[0].split() == [*header, "PENDING", "STATE"]
     rows = [line.split() for line in lines[1:]]
-    assert [r[0] for r in rows] == ["newest-cancelled", "new-running", "mid-failed", "old-done"]
+    assert [r[0] for r in rows] == ["newest-cancelled", "new-running", "mid-failed", "old-done", "until-ci"]
     assert rows[0][:4] == ["newest-cancelled", "fool", "tiny", "1970-01-01"] and rows[0][4] == "01:06:40"
     assert [r[5:] for r in rows] == [
-        ["3", "1", "0", "1", "1", "cancelled"],
-        ["3", "1", "0", "0", "2", "running"],
-        ["2", "0", "2", "0", "0", "failed"],
-        ["2", "1", "1", "0", "0", "done"],
+        ["3", "1", "0", "1", "0", "1", "cancelled"],
+        ["3", "1", "0", "0", "0", "2", "running"],
+        ["2", "0", "2", "0", "0", "0", "failed"],
+        ["2", "1", "1", "0", "0", "0", "done"],
+        ["3", "1", "0", "0", "2", "0", "done"],  # the counts add up to the items
     ]
 
 
@@ -99,7 +103,7 @@ def test_cancel_writes_the_marker_once_and_a_finished_run_is_left_as_it_is(capsy
 
     assert main(["cancel", "running", "--store", store.uri]) == 0
     out = capsys.readouterr().out
-    assert "run running: cancelled; the 1 items recorded are kept, the workers record the 2 others cancelled" in out
+    assert "run running: cancelled; the 1 items recorded are kept, 2 items no worker was running are recorded" in out
     marker = store.get_json(RunKeys("running").cancel)
     assert marker["requested_at"] <= marker["at"]
     assert main(["cancel", "running", "--store", store.uri]) == 0
@@ -108,10 +112,56 @@ def test_cancel_writes_the_marker_once_and_a_finished_run_is_left_as_it_is(capsy
 
     before = {k: store.get(k) for k in store.list("runs/finished/")}
     assert main(["cancel", "finished", "--store", store.uri]) == 0
-    assert "run finished has already finished (1 done, 1 failed, 0 cancelled): nothing to cancel, nothing changed" in (
-        capsys.readouterr().out
+    assert (
+        "run finished has already finished (1 done, 1 failed, 0 cancelled, 0 skipped): nothing to cancel, "
+        "nothing changed" in capsys.readouterr().out
     )
     assert {k: store.get(k) for k in store.list("runs/finished/")} == before
+
+
+def test_a_second_cancel_of_a_run_whose_items_are_all_recorded_cancelled_says_it_was_already_cancelled(capsys):
+    store = MemoryStore(uuid.uuid4().hex)
+    make_run(store, "r", ["done", "cancelled"])
+    request_cancel(store, "r")
+    assert main(["cancel", "r", "--store", store.uri]) == 0
+    assert "run r was already cancelled (1 done, 0 failed, 1 cancelled, 0 skipped" in capsys.readouterr().out
+
+
+def test_cancel_records_the_shards_no_worker_runs_so_collect_wait_returns_and_a_late_done_still_counts(capsys):
+    store = MemoryStore(uuid.uuid4().hex)
+    make_run(store, "r", ["done", None, None, None])
+    now = time.time()
+    write_progress(store, "r", "shard-00002", {"worker": "w2@host", "items": 1, "finished": 0.5, "at": now - 5})
+    write_progress(store, "r", "shard-00003", {"worker": "gone@host", "items": 1, "finished": 0.5, "at": now - 600})
+
+    assert main(["cancel", "r", "--store", store.uri]) == 0
+    out = capsys.readouterr().out
+    assert "2 items no worker was running are recorded cancelled, the workers running the other 1 record" in out
+    assert "`ascent resume r` finishes recording it" in out
+    assert main(["status", "r", "--store", store.uri]) == 0
+    assert "run r: 4 items, 1 done, 0 failed, 1 pending, 2 cancelled" in capsys.readouterr().out
+
+    # the worker running shard-00002 finishes it after all: its done record replaces nothing it should not
+    item = Item("000002", "file:///img/2.png", 1)
+    done = ShardRecord("r", "shard-00002", "fool", (ItemRecord.done(item, None, fooled=True, iterations=3),))
+    store.put_json(RunKeys("r").record("shard-00002"), done.to_dict())
+    started = time.monotonic()
+    assert main(["collect", "r", "--wait", "--timeout", "30", "--store", store.uri]) == 0
+    assert time.monotonic() - started < 10
+    assert "run r (fool, tiny): 4 items, 2 done, 0 failed, 0 pending, 2 cancelled" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("statuses", "code"),
+    [(["cancelled", "cancelled"], 1), (["failed", "cancelled", "cancelled"], 1), (["done", "cancelled"], 0)],
+)
+def test_collect_exits_1_when_no_item_is_done_and_some_failed_or_were_cancelled(statuses, code, capsys):
+    store = MemoryStore(uuid.uuid4().hex)
+    make_run(store, "r", statuses)
+    request_cancel(store, "r")
+    assert main(["collect", "r", "--store", store.uri]) == code
+    err = capsys.readouterr().err
+    assert ("ascent: no item of run r is done" in err) == bool(code)
 
 
 @pytest.mark.parametrize("command", ["status", "collect", "cancel"])

@@ -26,7 +26,7 @@ from ascent.shared.spec import JobSpec
 from ascent.shared.store import FileStore
 from ascent.worker.handler import run_shard
 from ascent.worker.runtime import WorkerRuntime
-from tests.faults_util import REPO, ascent_ok
+from tests.faults_util import REPO, ascent
 from tests.nets_util import smooth_images
 from tests.test_report import assert_well_formed
 from tests.test_save_format import MODEL, SIZE, rows_of, run_fool
@@ -89,8 +89,10 @@ def test_verify_command_reports_a_tampered_output_and_the_transfer_table_on_work
     pixels[0, 0] ^= 1
     source.put(key, encode_png(pixels))
     args = ["verify", "src", "--model", VICTIM, "--weights", "random", "--size", str(VICTIM_SIZE)]
-    done = ascent_ok([*args, "--store", source.uri, "--verify-id", "v2"], tmp_path, PYTHONPATH=str(REPO))
+    done = ascent([*args, "--store", source.uri, "--verify-id", "v2"], tmp_path, PYTHONPATH=str(REPO))
+    assert done.returncode == 1, done.stderr
     assert f"tampered (1): {tampered}" in done.stdout
+    assert "ascent: run src does not verify: 1 tampered (the items are listed above)" in done.stderr
     v = json.loads(source.get(run_key("v2", "verify.json")))
     assert v["tampered"] == [tampered] and v["n_hash_ok"] == 11 and v["missing"] == []
     report = source.get(run_key("v2", "report.html")).decode()
