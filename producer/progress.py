@@ -75,9 +75,10 @@ def wait_for_run(
                     bar.write(f"ascent: the store cannot be written ({found}); the workers retry until it can")
                 problem = found
             last_finished = state.finished
-            if state.failed or state.cancelled or problem:
+            if state.failed or state.cancelled or state.skipped or problem:
                 extra: dict[str, object] = {"store": "full/unwritable"} if problem else {}
                 extra |= {"cancelled": state.cancelled} if state.cancelled else {}
+                extra |= {"skipped": state.skipped} if state.skipped else {}
                 bar.set_postfix(failed=state.failed, **extra, refresh=False)
             if state.failed:
                 check_run_failure(store, run_id)
@@ -97,7 +98,8 @@ def wait_for_run(
 
 
 def print_progress(state: Progress, store_problem: str | None = None, now: float | None = None) -> None:
-    """The status lines: counts, rate and ETA, and one line per worker (items, images/s, last seen)."""
+    """The status lines: counts, rate and ETA, and one line per worker (items, images/s, last seen).
+    Rates count the images run (done or failed), not the items skipped or cancelled."""
     now = time.time() if now is None else now
     counts = f"{state.total} items, {state.done} done, {state.failed} failed, {state.pending} pending"
     counts += f", {state.cancelled} cancelled" if state.cancelled or state.cancel_requested else ""
@@ -106,8 +108,13 @@ def print_progress(state: Progress, store_problem: str | None = None, now: float
     if state.cancel_requested and not state.complete:
         print("cancel requested: the workers record what is left cancelled")
     if not state.complete and state.started_at is not None and now > state.started_at:
-        rate = state.estimate / (now - state.started_at)
-        eta = f", ETA {_duration((state.total - state.estimate) / rate)}" if rate > 0 else ""
+        rate = state.processed / (now - state.started_at)  # the images run, not those skipped or cancelled
+        # a cancelled run's pending items are recorded cancelled, not run: no ETA from the rate then
+        eta = (
+            f", ETA {_duration((state.total - state.estimate) / rate)}"
+            if rate > 0 and not state.cancel_requested
+            else ""
+        )
         print(f"progress: {state.estimate:.0f}/{state.total} items, {rate:.2f} images/s{eta}")
     if store_problem:
         print(f"store: full or unwritable ({store_problem}); workers retry until it can be written")

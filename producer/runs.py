@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ascent.producer.collector import Progress, progress, read_manifest
 from ascent.shared.control import read_progress, request_cancel
@@ -45,27 +46,39 @@ def run_state(store: Store, state: Progress) -> str:
     return DONE if state.complete else RUNNING
 
 
-def read_run(store: Store, run_id: str) -> RunRow:
-    """Raises UnknownRun (a NotFoundInStore) when the store has no such run."""
+def read_run(store: Store, run_id: str, records: list[dict[str, Any]] | None = None) -> RunRow:
+    """Raises UnknownRun (a NotFoundInStore) when the store has no such run. With ``records``, the run's
+    record rows read on the way are appended there."""
     keys = RunKeys(run_id)
-    state = progress(store, run_id)
+    state = progress(store, run_id, records)
     spec = store.get_json(keys.spec) if store.exists(keys.spec) else {}
     created = Manifest.from_dict(store.get_json(keys.manifest)).created_at
     kind, model = str(spec.get("kind", "?")), str(spec.get("model", "?"))
     return RunRow(run_id, kind, model, created, state, run_state(store, state))
 
 
-def list_runs(store: Store) -> list[RunRow]:
-    """Every run of the store, newest first (runs without a creation time last, by id). A run folder
-    whose manifest is missing or unreadable (a submit that failed early) is left out."""
-    rows = []
+def list_runs(
+    store: Store, limit: int | None = None, records: dict[str, list[dict[str, Any]]] | None = None
+) -> list[RunRow]:
+    """Every run of the store (the newest ``limit`` with one), newest first (runs without a creation
+    time last, by id). A run folder whose manifest is missing or unreadable (a submit that failed
+    early) is left out. Only the runs listed have their records read; with ``records``, each one's
+    rows are put there by run id."""
+    found: list[tuple[str, float]] = []
     for run_id in store.folders(f"{RUNS}/"):
         try:
-            rows.append(read_run(store, run_id))
+            created = Manifest.from_dict(store.get_json(RunKeys(run_id).manifest)).created_at
         except (InvalidInput, NotFoundInStore, StoreError, ValueError, AttributeError):
             continue
-    rows.sort(key=lambda r: r.run_id, reverse=True)
-    rows.sort(key=lambda r: r.created_at or 0.0, reverse=True)
+        found.append((run_id, created or 0.0))
+    found.sort(key=lambda r: r[0], reverse=True)
+    found.sort(key=lambda r: r[1], reverse=True)
+    rows = []
+    for run_id, _ in found[:limit]:
+        try:
+            rows.append(read_run(store, run_id, None if records is None else records.setdefault(run_id, [])))
+        except (InvalidInput, NotFoundInStore, StoreError, ValueError, AttributeError):
+            continue
     return rows
 
 

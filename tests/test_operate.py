@@ -56,7 +56,8 @@ def make_run(store: Store, run_id: str, statuses: list[str | None], created_at: 
             record = ItemRecord.skipped(item, "precision reached")
         else:
             record = ItemRecord.cancelled(item)
-        rec = ShardRecord(run_id, shard.shard_id, "fool", (record,), info={"worker": "w1@host", "seconds": 2.0})
+        seconds = 2.0 if status in ("done", "failed") else 0.0  # as the handler records them: not run
+        rec = ShardRecord(run_id, shard.shard_id, "fool", (record,), info={"worker": "w1@host", "seconds": seconds})
         store.put_json(keys.record(shard.shard_id), rec.to_dict())
 
 
@@ -179,8 +180,60 @@ def test_status_shows_cancelled_items_rate_and_eta_and_each_workers_numbers(caps
     assert main(["status", "r", "--store", store.uri]) == 0
     out = capsys.readouterr().out
     assert "run r: 4 items, 2 done, 0 failed, 1 pending, 1 cancelled" in out
-    assert "  w1@host: 3 items, 0.50 images/s, last seen " in out  # 3 one-item shards of 2.0 s each
+    assert "  w1@host: 2 items, 0.50 images/s, last seen " in out  # 2 one-item shards run, 2.0 s each
     assert "images/s, ETA " in out
+
+
+def test_rates_count_the_images_run_not_those_skipped_or_cancelled_and_skipped_shows_with_cancelled(capsys):
+    store = MemoryStore(uuid.uuid4().hex)
+    make_run(store, "r", ["done", "failed", "skipped", "cancelled", "cancelled", None])
+    request_cancel(store, "r")
+    assert main(["status", "r", "--store", store.uri]) == 0
+    out = capsys.readouterr().out
+    assert "run r: 6 items, 1 done, 1 failed, 1 pending, 2 cancelled, 1 skipped" in out
+    assert "  w1@host: 2 items, 0.50 images/s" in out
+    rate = float(out.split("progress: 5/6 items, ")[1].split(" images/s")[0])
+    assert 0.5 <= rate <= 1.0  # 2 images in the ~2 s since the first shard started; not 5 items
+    assert "ETA" not in out  # what is left of a cancelled run is recorded cancelled, not run
+
+    make_run(store, "s", ["done", "skipped", "skipped", "cancelled"])
+    assert main(["collect", "s", "--wait", "--store", store.uri]) == 0
+    captured = capsys.readouterr()
+    assert "run s (fool, tiny): 4 items, 1 done, 0 failed, 0 pending, 1 cancelled, 2 skipped" in captured.out
+    assert "cancelled=1" in captured.err and "skipped=2" in captured.err  # the progress bar's postfix
+
+
+class CountingStore(MemoryStore):
+    """A memory store that notes every key read."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.reads: list[str] = []
+
+    def get(self, key: str) -> bytes:
+        self.reads.append(key)
+        return super().get(key)
+
+
+def test_the_exporter_reads_the_records_of_the_newest_runs_only_once_and_rates_count_images_run():
+    from ascent.producer.exporter import AscentCollector
+
+    store = CountingStore(uuid.uuid4().hex)
+    make_run(store, "old", ["done", "done"], created_at=1_000.0)
+    make_run(store, "new", ["done", "failed", "cancelled", "skipped"], created_at=2_000.0)
+    store.reads.clear()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in AscentCollector(store, Settings(), [], max_runs=1).collect()
+        for s in family.samples
+    }
+    assert not [k for k in store.reads if k.startswith("runs/old/records/")]
+    new_records = [k for k in store.reads if k.startswith("runs/new/records/")]
+    assert sorted(new_records) == sorted(set(new_records)) and len(new_records) == 4  # each read once
+    assert samples[("ascent_run_items", (("kind", "fool"), ("run", "new"), ("state", "skipped")))] == 1
+    assert samples[("ascent_run_fooled", (("run", "new"),))] == 1
+    # 2 images run in the 2.0 s from the first shard's start to the last record: 1/s, not 4 items / 2 s
+    assert samples[("ascent_images_per_second", (("run", "new"),))] == pytest.approx(1.0, rel=0.2)
 
 
 # ----------------------------------------------------------------------------- the worker's side
