@@ -9,6 +9,7 @@ import argparse
 import io
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -70,6 +71,38 @@ def test_on_a_finished_run_every_hash_and_claimed_prediction_holds(source):
     assert v["transfer"][0]["k"] == fooled  # on the run's own model, success is what the run claimed
     with pytest.raises(InvalidInput, match="not in"):
         plan_verify(argparse.Namespace(run_id="nope", victims=[], verify_id="w"), settings, probe=False)
+
+
+def test_a_local_victim_file_travels_with_the_run_and_workers_check_its_sha256(source, tmp_path):
+    import hashlib
+
+    from ascent.producer.submit import plan_run
+    from ascent.producer.verify_command import with_victim_files
+    from ascent.shared.jobs.verify import Victim
+    from tests.nets_util import five_wide
+
+    local = tmp_path / "victim.pt"
+    with warnings.catch_warnings():  # TorchScript is deprecated, yet users have such files
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
+        torch.jit.save(torch.jit.trace(five_wide().eval(), torch.zeros(1, 3, VICTIM_SIZE, VICTIM_SIZE)), local)
+    args = argparse.Namespace(run_id="src", victims=[{"model": str(local), "size": VICTIM_SIZE}], verify_id="v3")
+    settings = Settings(store=source.uri)
+    spec, items, _ = plan_verify(args, settings, probe=False)
+    spec = with_victim_files(spec, source, upload=True).validate()  # as for a broker's remote workers
+
+    victim = Victim.from_json(spec.params.victims[0])
+    assert victim.model == source.url(run_key("v3", "uploads", "victim-0-model.pt"))
+    assert spec.files[victim.model] == hashlib.sha256(local.read_bytes()).hexdigest()
+    local.unlink()  # a remote worker cannot read the producer's file: it runs the copy
+    source.put_json(run_key("v3", "spec.json"), spec.to_dict())
+    first, second = plan_run(spec, items, 8).shards
+    runtime = WorkerRuntime.build(settings)
+    assert {r.status for r in run_shard(spec, first, source, runtime, "cpu").items} == {"done"}
+
+    copy = run_key("v3", "uploads", "victim-0-model.pt")
+    source.put(copy, source.get(copy) + b"tampered")
+    failed = run_shard(spec, second, source, WorkerRuntime.build(settings), "cpu").items
+    assert all(r.status == "failed" and "sha256 is not the one recorded" in (r.error or "") for r in failed)
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
