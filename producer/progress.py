@@ -7,12 +7,14 @@ import time
 from collections.abc import Callable
 
 from ascent.producer.collector import Progress, progress
+from ascent.shared.control import read_progress
 from ascent.shared.errors import AscentError
 from ascent.shared.keys import RunKeys
 from ascent.shared.store import Store
 
 POLL_SECONDS = 0.5
 STALL_SECONDS = 10.0
+FRESH_SECONDS = 60.0  # a progress marker newer than this: a worker is running the shard (it rewrites it every ~0.5 s)
 
 
 class RunTimeout(AscentError):
@@ -43,7 +45,9 @@ def wait_for_run(
 
     ``check`` runs each round (the embedded cluster raises there when a worker died). When nothing has
     moved for ``STALL_SECONDS`` the store is probed, so a full or read-only store shows as such (work
-    waits for it) instead of as items pending for ever. Raises RunTimeout."""
+    waits for it) instead of as items pending for ever. A cancelled run whose pending shards no worker
+    is running (no fresh progress marker: the workers are gone, the queue was lost) stops the wait then.
+    Raises RunTimeout."""
     from tqdm import tqdm
 
     started = last_move = last_probe = time.monotonic()
@@ -70,6 +74,11 @@ def wait_for_run(
                 last_move, problem = now, None
             elif now - max(last_move, last_probe) > STALL_SECONDS:
                 last_probe = now
+                if state.cancel_requested and not shards_running(store, run_id):
+                    raise RunTimeout(
+                        f"run {run_id} was cancelled and no worker is running its {state.pending} pending items "
+                        f"(no progress for {STALL_SECONDS:g}s): `ascent resume {run_id}` records them cancelled"
+                    )
                 found = store.writable(run_id)
                 if found and found != problem:
                     bar.write(f"ascent: the store cannot be written ({found}); the workers retry until it can")
@@ -95,6 +104,18 @@ def wait_for_run(
                 check()
             time.sleep(poll)
             state = progress(store, run_id)
+
+
+def shards_running(store: Store, run_id: str, now: float | None = None) -> set[str]:
+    """The shards of the run whose progress marker is fresh (newer than ``FRESH_SECONDS``): a worker
+    is running them."""
+    now = time.time() if now is None else now
+    running = set()
+    for shard_id, marker in read_progress(store, run_id).items():
+        at = marker.get("at")
+        if isinstance(at, (int, float)) and now - at < FRESH_SECONDS:
+            running.add(shard_id)
+    return running
 
 
 def print_progress(state: Progress, store_problem: str | None = None, now: float | None = None) -> None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ascent.producer.collector import Progress, progress, read_manifest
-from ascent.shared.control import read_progress, request_cancel
+from ascent.producer.progress import shards_running
+from ascent.shared.control import request_cancel
 from ascent.shared.errors import AlreadyExists, InvalidInput, NotFoundInStore, StoreError
 from ascent.shared.keys import RUNS, RunKeys
 from ascent.shared.records import ItemRecord, ShardRecord
@@ -23,7 +24,6 @@ from ascent.shared.spec import Manifest
 from ascent.shared.store import Store
 
 RUNNING, DONE, FAILED, CANCELLED = "running", "done", "failed", "cancelled"
-FRESH_SECONDS = 60.0  # a progress marker newer than this: a worker is running the shard (it rewrites it every ~0.5 s)
 
 
 @dataclass(frozen=True)
@@ -132,11 +132,10 @@ def record_idle_shards_cancelled(store: Store, run_id: str, now: float) -> int:
     marker; returns the number of items so recorded."""
     keys = RunKeys(run_id)
     kind = str(store.get_json(keys.spec).get("kind", "?"))
-    markers = read_progress(store, run_id)
+    running = shards_running(store, run_id, now)
     n = 0
     for shard in read_manifest(store, run_id).shards:
-        at = markers.get(shard.shard_id, {}).get("at")
-        if isinstance(at, (int, float)) and now - at < FRESH_SECONDS:
+        if shard.shard_id in running:
             continue
         items = tuple(ItemRecord.cancelled(i) for i in shard.items)
         record = ShardRecord(run_id, shard.shard_id, kind, items, info={"cancelled_by": "ascent cancel"})

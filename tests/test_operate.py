@@ -152,6 +152,25 @@ def test_cancel_records_the_shards_no_worker_runs_so_collect_wait_returns_and_a_
     assert "run r (fool, tiny): 4 items, 2 done, 0 failed, 0 pending, 2 cancelled" in capsys.readouterr().out
 
 
+def test_collect_wait_on_a_cancelled_run_whose_workers_are_gone_stops_waiting_and_names_resume(monkeypatch, capsys):
+    import ascent.producer.progress as following
+
+    monkeypatch.setattr(following, "STALL_SECONDS", 0.5)  # the wait notices a stall after this long
+    store = MemoryStore(uuid.uuid4().hex)
+    make_run(store, "r", ["done", None, None])
+    request_cancel(store, "r")  # its worker died after the cancel: its marker is a minute old
+    write_progress(
+        store, "r", "shard-00001", {"worker": "gone@host", "items": 1, "finished": 0.5, "at": time.time() - 61}
+    )
+    started = time.monotonic()
+    assert main(["collect", "r", "--wait", "--timeout", "60", "--store", store.uri]) == 1
+    assert time.monotonic() - started < 10
+    captured = capsys.readouterr()
+    assert "run r was cancelled and no worker is running its 2 pending items" in captured.err
+    assert "`ascent resume r` records them cancelled; collecting what is recorded" in captured.err
+    assert "run r (fool, tiny): 3 items, 1 done, 0 failed, 2 pending" in captured.out
+
+
 @pytest.mark.parametrize(
     ("statuses", "code"),
     [(["cancelled", "cancelled"], 1), (["failed", "cancelled", "cancelled"], 1), (["done", "cancelled"], 0)],
