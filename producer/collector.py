@@ -126,8 +126,9 @@ def read_manifest(store: Store, run_id: str) -> Manifest:
 
 @dataclass(frozen=True)
 class WorkerStat:
-    """One worker's part in a run: recorded ``items``, ``seconds`` busy on them, when it was last
-    heard of (wall time) and the shards it is running now."""
+    """One worker's part in a run: the ``items`` it ran (recorded done or failed; not skipped or
+    cancelled ones), ``seconds`` busy on its shards, when it was last heard of (wall time) and the shards
+    it is running now."""
 
     name: str
     items: int
@@ -175,6 +176,12 @@ class Progress:
         return min(float(self.total), self.finished + self.in_flight)
 
     @property
+    def processed(self) -> float:
+        """Items run: done or failed, plus the running shards' estimates; what rates count (skipped and
+        cancelled items are recorded without running, in no time)."""
+        return min(float(self.total), self.done + self.failed + self.in_flight)
+
+    @property
     def complete(self) -> bool:
         return self.pending == 0
 
@@ -192,7 +199,7 @@ def _fleet(shards: list[ShardRecord], markers: Mapping[str, Mapping[str, Any]]) 
             continue
         seconds = shard.info.get("seconds")
         stat = stats.setdefault(shard.worker, [0, 0.0, 0.0, 0])
-        stat[0] += len(shard.items)
+        stat[0] += shard.count(DONE) + shard.count(FAILED)  # skipped and cancelled items were not run
         stat[1] += float(seconds) if isinstance(seconds, (int, float)) else 0.0
         stat[2] = max(stat[2], shard.written_at)
     for marker in markers.values():
@@ -209,13 +216,17 @@ def _started_at(shards: list[ShardRecord], markers: Mapping[str, Mapping[str, An
     return min(starts) if starts else None
 
 
-def progress(store: Store, run_id: str) -> Progress:
+def progress(store: Store, run_id: str, records: list[dict[str, Any]] | None = None) -> Progress:
     """Read the manifest, the records and the running shards' progress markers; counts only items
-    the manifest names. Raises UnknownRun for a run that is not in the store."""
+    the manifest names. With ``records``, the rows read (``read_records``) are appended there, for a
+    caller that needs them too. Raises UnknownRun for a run that is not in the store."""
     manifest = read_manifest(store, run_id)
     unreadable: list[str] = []
     shards: list[ShardRecord] = []
-    status, workers = _counts(item_table(manifest, read_records(store, run_id, unreadable, shards)))
+    rows = read_records(store, run_id, unreadable, shards)
+    if records is not None:
+        records.extend(rows)
+    status, workers = _counts(item_table(manifest, rows))
     markers = read_progress(store, run_id, skip={s.shard_id for s in shards}) if status[PENDING] else {}
     return Progress(
         run_id,
@@ -367,6 +378,7 @@ def format_summary(summary: Mapping[str, Any], max_failures: int = 10, jobs: Map
         f"run {s['run_id']} ({s['kind']}, {s['model']}): {s['n_items']} items, {s['n_done']} done, "
         f"{s['n_failed']} failed, {s['n_pending']} pending"
         + (f", {s['n_cancelled']} cancelled" if s.get("n_cancelled") else "")
+        + (f", {s['n_skipped']} skipped" if s.get("n_skipped") else "")
     ]
     lines += get_job(s["kind"], jobs).summary_lines(s)
     failures = s["failures"]

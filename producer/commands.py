@@ -142,9 +142,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def exit_code(summary: dict[str, Any]) -> int:
-    """1 when every item of the run failed (nothing to show for it), else 0."""
-    if summary["n_items"] and summary["n_failed"] == summary["n_items"]:
-        note(f"every item of run {summary['run_id']} failed (the reasons are above)")
+    """1 when no item of the run is done but some failed or were cancelled (nothing to show for it), else 0."""
+    failed, cancelled = summary["n_failed"], summary.get("n_cancelled", 0)
+    if summary["n_done"] == 0 and failed + cancelled > 0:
+        if failed == summary["n_items"]:
+            note(f"every item of run {summary['run_id']} failed (the reasons are above)")
+        else:
+            note(f"no item of run {summary['run_id']} is done ({failed} failed, {cancelled} cancelled)")
         return EXIT_FAILED
     return EXIT_OK
 

@@ -1,9 +1,10 @@
 """``ascent exporter``: run-level Prometheus metrics over HTTP, read from the store and the broker at
 each scrape (nothing is kept between scrapes):
 
-    ascent_run_items{run,kind,state}      items of a run by state: done, failed, cancelled, pending
+    ascent_run_items{run,kind,state}      items of a run by state: done, failed, cancelled, skipped, pending
     ascent_run_fooled{run}                items whose record says fooled (runs whose records have it)
-    ascent_images_per_second{run}         items through per second since the run's first shard started
+    ascent_images_per_second{run}         images run (done or failed, not skipped or cancelled) per second
+                                          since the run's first shard started
     ascent_queue_messages{queue}          the Redis list length of a queue: what KEDA-like autoscalers read
     ascent_workers{state}                 Celery workers that answer: online, busy (running a task), idle
 
@@ -22,7 +23,6 @@ from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ascent.producer.collector import read_records
 from ascent.producer.flower import check_basic_auth, is_loopback
 from ascent.producer.runs import list_runs
 from ascent.shared.errors import AscentError, InvalidInput, StoreError, TransientError
@@ -48,17 +48,18 @@ class AscentCollector:
         fooled = GaugeMetricFamily("ascent_run_fooled", "Items of a run recorded as fooled", labels=["run"])
         rate = GaugeMetricFamily("ascent_images_per_second", "Items through per second of a run", labels=["run"])
         now = time.time()
-        for row in list_runs(self.store)[: self.max_runs]:
+        records: dict[str, list[dict[str, Any]]] = {}
+        for row in list_runs(self.store, limit=self.max_runs, records=records):
             p = row.progress
             for state, n in zip(STATES, (p.done, p.failed, p.cancelled, p.skipped, p.pending), strict=True):
                 items.add_metric([row.run_id, row.kind, state], n)
-            flags = [r["fooled"] for r in read_records(self.store, row.run_id) if isinstance(r.get("fooled"), bool)]
+            flags = [r["fooled"] for r in records.get(row.run_id, []) if isinstance(r.get("fooled"), bool)]
             if flags:
                 fooled.add_metric([row.run_id], sum(flags))
             if p.started_at is not None:
                 end = now if not p.complete else max([w.last_seen for w in p.fleet] or [now])
                 if end > p.started_at:
-                    rate.add_metric([row.run_id], p.estimate / (end - p.started_at))
+                    rate.add_metric([row.run_id], p.processed / (end - p.started_at))
         yield from (items, fooled, rate)
         yield from self._broker()
 

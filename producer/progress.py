@@ -7,12 +7,14 @@ import time
 from collections.abc import Callable
 
 from ascent.producer.collector import Progress, progress
+from ascent.shared.control import read_progress
 from ascent.shared.errors import AscentError
 from ascent.shared.keys import RunKeys
 from ascent.shared.store import Store
 
 POLL_SECONDS = 0.5
 STALL_SECONDS = 10.0
+FRESH_SECONDS = 60.0  # a progress marker newer than this: a worker is running the shard (it rewrites it every ~0.5 s)
 
 
 class RunTimeout(AscentError):
@@ -43,7 +45,9 @@ def wait_for_run(
 
     ``check`` runs each round (the embedded cluster raises there when a worker died). When nothing has
     moved for ``STALL_SECONDS`` the store is probed, so a full or read-only store shows as such (work
-    waits for it) instead of as items pending for ever. Raises RunTimeout."""
+    waits for it) instead of as items pending for ever. A cancelled run whose pending shards no worker
+    is running (no fresh progress marker: the workers are gone, the queue was lost) stops the wait then.
+    Raises RunTimeout."""
     from tqdm import tqdm
 
     started = last_move = last_probe = time.monotonic()
@@ -70,14 +74,20 @@ def wait_for_run(
                 last_move, problem = now, None
             elif now - max(last_move, last_probe) > STALL_SECONDS:
                 last_probe = now
+                if state.cancel_requested and not shards_running(store, run_id):
+                    raise RunTimeout(
+                        f"run {run_id} was cancelled and no worker is running its {state.pending} pending items "
+                        f"(no progress for {STALL_SECONDS:g}s): `ascent resume {run_id}` records them cancelled"
+                    )
                 found = store.writable(run_id)
                 if found and found != problem:
                     bar.write(f"ascent: the store cannot be written ({found}); the workers retry until it can")
                 problem = found
             last_finished = state.finished
-            if state.failed or state.cancelled or problem:
+            if state.failed or state.cancelled or state.skipped or problem:
                 extra: dict[str, object] = {"store": "full/unwritable"} if problem else {}
                 extra |= {"cancelled": state.cancelled} if state.cancelled else {}
+                extra |= {"skipped": state.skipped} if state.skipped else {}
                 bar.set_postfix(failed=state.failed, **extra, refresh=False)
             if state.failed:
                 check_run_failure(store, run_id)
@@ -96,8 +106,21 @@ def wait_for_run(
             state = progress(store, run_id)
 
 
+def shards_running(store: Store, run_id: str, now: float | None = None) -> set[str]:
+    """The shards of the run whose progress marker is fresh (newer than ``FRESH_SECONDS``): a worker
+    is running them."""
+    now = time.time() if now is None else now
+    running = set()
+    for shard_id, marker in read_progress(store, run_id).items():
+        at = marker.get("at")
+        if isinstance(at, (int, float)) and now - at < FRESH_SECONDS:
+            running.add(shard_id)
+    return running
+
+
 def print_progress(state: Progress, store_problem: str | None = None, now: float | None = None) -> None:
-    """The status lines: counts, rate and ETA, and one line per worker (items, images/s, last seen)."""
+    """The status lines: counts, rate and ETA, and one line per worker (items, images/s, last seen).
+    Rates count the images run (done or failed), not the items skipped or cancelled."""
     now = time.time() if now is None else now
     counts = f"{state.total} items, {state.done} done, {state.failed} failed, {state.pending} pending"
     counts += f", {state.cancelled} cancelled" if state.cancelled or state.cancel_requested else ""
@@ -106,8 +129,13 @@ def print_progress(state: Progress, store_problem: str | None = None, now: float
     if state.cancel_requested and not state.complete:
         print("cancel requested: the workers record what is left cancelled")
     if not state.complete and state.started_at is not None and now > state.started_at:
-        rate = state.estimate / (now - state.started_at)
-        eta = f", ETA {_duration((state.total - state.estimate) / rate)}" if rate > 0 else ""
+        rate = state.processed / (now - state.started_at)  # the images run, not those skipped or cancelled
+        # a cancelled run's pending items are recorded cancelled, not run: no ETA from the rate then
+        eta = (
+            f", ETA {_duration((state.total - state.estimate) / rate)}"
+            if rate > 0 and not state.cancel_requested
+            else ""
+        )
         print(f"progress: {state.estimate:.0f}/{state.total} items, {rate:.2f} images/s{eta}")
     if store_problem:
         print(f"store: full or unwritable ({store_problem}); workers retry until it can be written")

@@ -175,12 +175,34 @@ def with_file_hashes(spec: JobSpec, store: Store, originals: dict[str, str]) -> 
         local = originals.get(uri, uri)
         if not local.startswith("file:"):
             continue  # an s3:// model named by the user: its hash is not known here
-        digest = hashlib.sha256()
-        with open(parse_uri(local, rows=False).local_path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        files[uri] = digest.hexdigest()
+        files[uri] = file_sha256(local)
     return dataclasses.replace(spec, files=files)
+
+
+def file_sha256(uri: str) -> str:
+    """The sha256 (hex) of the local file at ``uri`` (a file:// URI), read in blocks."""
+    digest = hashlib.sha256()
+    with open(parse_uri(uri, rows=False).local_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_file_for_workers(uri: str, name: str, run_id: str, store: Store, upload: bool) -> tuple[str, str]:
+    """A local model file (file:// ``uri``) as workers will read it, and its sha256: with ``upload``, a
+    copy in ``runs/<run_id>/uploads/<name><ext>`` (as ``upload_inputs`` moves --model), else ``uri``
+    itself. Raises InvalidSpec ("model") when the file is gone, StoreError/TransientError from the store."""
+    path = parse_uri(uri, rows=False).local_path
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidSpec("model", f"{path}: cannot be read ({exc.strerror or exc})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if not upload:
+        return uri, digest
+    key = RunKeys(run_id).upload(name, Path(path).name)
+    store.put(key, data)
+    return store.url(key), digest
 
 
 # ----------------------------------------------------------------------------- enqueueing

@@ -9,6 +9,7 @@ other: embedded Redis and workers by default, the configured broker with one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import secrets
 from typing import Any
 
@@ -18,16 +19,17 @@ from ascent.producer.build import DEFAULT_SHARD_SIZE
 from ascent.producer.collector import collect, format_summary, item_table, read_records
 from ascent.producer.model_choice import choose_model
 from ascent.producer.progress import wait_for_run
-from ascent.producer.submit import already_exists, run_exists, submit
+from ascent.producer.submit import already_exists, model_file_for_workers, needs_upload, run_exists, submit
 from ascent.shared.errors import InvalidInput, NotFoundInStore
 from ascent.shared.jobs import get_job
 from ascent.shared.jobs.verify import JOB as VERIFY
-from ascent.shared.jobs.verify import Victim
+from ascent.shared.jobs.verify import VerifyParams, Victim
 from ascent.shared.keys import RunKeys
 from ascent.shared.queue import create_app
 from ascent.shared.records import PENDING
 from ascent.shared.settings import Settings
 from ascent.shared.spec import Item, JobSpec
+from ascent.shared.store import Store
 
 VICTIM_OPTIONS = ("weights", "mean", "std", "size")
 
@@ -127,6 +129,24 @@ def plan_verify(
     return spec, items, victims
 
 
+def with_victim_files(spec: JobSpec, store: Store, *, upload: bool) -> JobSpec:
+    """``spec`` with each victim's local model and weights file as workers read it (with ``upload``,
+    a copy in the run's uploads, as submit moves --model) and its sha256 in ``spec.files``, which
+    workers check before they load it. Victims named otherwise (torchvision, timm, s3://) are kept."""
+    p = spec.params
+    assert isinstance(p, VerifyParams)
+    files, victims = dict(spec.files), []
+    for k, text in enumerate(p.victims):
+        victim = Victim.from_json(text)
+        uris: dict[str, str | None] = {"model": victim.model, "weights": victim.weights}
+        for name, uri in uris.items():
+            if uri is not None and uri.startswith("file:"):
+                uris[name], digest = model_file_for_workers(uri, f"victim-{k}-{name}", spec.run_id, store, upload)
+                files[str(uris[name])] = digest
+        victims.append(dataclasses.replace(victim, model=str(uris["model"]), weights=uris["weights"]).to_json())
+    return dataclasses.replace(spec, files=files, params=dataclasses.replace(p, victims=tuple(victims)))
+
+
 def _roots(spec: JobSpec, victims: list[Victim]) -> list[str]:
     """What embedded workers may read: the run's model files and the victims' local files (the outputs
     they read from their own store)."""
@@ -139,6 +159,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
     spec, items, victims = plan_verify(args, settings, probe=not settings.broker_url)
     store, jobs = settings.open_store(), settings.job_registry()
+    spec = with_victim_files(spec, store, upload=needs_upload(store)).validate(jobs, settings.limits)
 
     def enqueue(app: Celery) -> None:
         manifest = submit(spec, items, args.shard_size, store, app, note=note, jobs=jobs, settings=settings)
@@ -160,4 +181,17 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     summary = collect(store, spec.run_id, jobs=jobs)
     print(format_summary(summary, jobs=jobs))
     print(f"verify.json: {store.url(RunKeys(spec.run_id).verify)}")
-    return exit_code(summary)
+    return max(exit_code(summary), verdict(summary["verify"], args.run_id))
+
+
+def verdict(verify: dict[str, Any], run_id: str) -> int:
+    """1 (and a note saying why) when an output of ``run_id`` was tampered with, is missing or unreadable,
+    or does not hold its claimed prediction; else 0."""
+    from ascent.producer.commands import note
+
+    found = [(name, verify.get(name) or []) for name in ("tampered", "missing", "unreadable", "claims_broken")]
+    broken = [f"{len(ids)} {name.replace('_', ' ')}" for name, ids in found if ids]
+    if not broken:
+        return 0
+    note(f"run {run_id} does not verify: {', '.join(broken)} (the items are listed above)")
+    return 1

@@ -18,7 +18,7 @@ from PIL import Image
 
 from ascent.producer.cli import main
 from ascent.producer.processes import free_port, stop_groups
-from ascent.shared.control import request_cancel
+from ascent.shared.control import request_cancel, write_progress
 from ascent.shared.keys import RunKeys
 from ascent.shared.records import ItemRecord, ShardRecord
 from ascent.shared.settings import Settings
@@ -52,9 +52,12 @@ def make_run(store: Store, run_id: str, statuses: list[str | None], created_at: 
             record = ItemRecord.done(item, None, fooled=item.item_id == "000000", iterations=3)
         elif status == "failed":
             record = ItemRecord.failed(item, f"item {item.item_id} ({item.source}): broken")
+        elif status == "skipped":
+            record = ItemRecord.skipped(item, "precision reached")
         else:
             record = ItemRecord.cancelled(item)
-        rec = ShardRecord(run_id, shard.shard_id, "fool", (record,), info={"worker": "w1@host", "seconds": 2.0})
+        seconds = 2.0 if status in ("done", "failed") else 0.0  # as the handler records them: not run
+        rec = ShardRecord(run_id, shard.shard_id, "fool", (record,), info={"worker": "w1@host", "seconds": seconds})
         store.put_json(keys.record(shard.shard_id), rec.to_dict())
 
 
@@ -67,22 +70,24 @@ def test_runs_lists_the_stores_runs_newest_first_with_their_counts_and_state(tmp
     make_run(store, "mid-failed", ["failed", "failed"], created_at=2_000.0)
     make_run(store, "new-running", ["done", None, None], created_at=3_000.0)
     make_run(store, "newest-cancelled", ["done", "cancelled", None], created_at=4_000.0)
+    make_run(store, "until-ci", ["done", "skipped", "skipped"], created_at=500.0)
     request_cancel(store, "newest-cancelled")
     (tmp_path / "store" / "runs" / "half-submitted").mkdir()  # no manifest: left out
 
     assert main(["runs", "--store", store.uri]) == 0
     lines = capsys.readouterr().out.splitlines()
 
-    header = ["RUN", "KIND", "MODEL", "CREATED", "(UTC)", "ITEMS", "DONE", "FAILED", "CANCELLED", "PENDING", "STATE"]
-    assert lines[0].split() == header
+    header = ["RUN", "KIND", "MODEL", "CREATED", "(UTC)", "ITEMS", "DONE", "FAILED", "CANCELLED", "SKIPPED"]
+    assert lines[0].split() == [*header, "PENDING", "STATE"]
     rows = [line.split() for line in lines[1:]]
-    assert [r[0] for r in rows] == ["newest-cancelled", "new-running", "mid-failed", "old-done"]
+    assert [r[0] for r in rows] == ["newest-cancelled", "new-running", "mid-failed", "old-done", "until-ci"]
     assert rows[0][:4] == ["newest-cancelled", "fool", "tiny", "1970-01-01"] and rows[0][4] == "01:06:40"
     assert [r[5:] for r in rows] == [
-        ["3", "1", "0", "1", "1", "cancelled"],
-        ["3", "1", "0", "0", "2", "running"],
-        ["2", "0", "2", "0", "0", "failed"],
-        ["2", "1", "1", "0", "0", "done"],
+        ["3", "1", "0", "1", "0", "1", "cancelled"],
+        ["3", "1", "0", "0", "0", "2", "running"],
+        ["2", "0", "2", "0", "0", "0", "failed"],
+        ["2", "1", "1", "0", "0", "0", "done"],
+        ["3", "1", "0", "0", "2", "0", "done"],  # the counts add up to the items
     ]
 
 
@@ -99,7 +104,7 @@ def test_cancel_writes_the_marker_once_and_a_finished_run_is_left_as_it_is(capsy
 
     assert main(["cancel", "running", "--store", store.uri]) == 0
     out = capsys.readouterr().out
-    assert "run running: cancelled; the 1 items recorded are kept, the workers record the 2 others cancelled" in out
+    assert "run running: cancelled; the 1 items recorded are kept, 2 items no worker was running are recorded" in out
     marker = store.get_json(RunKeys("running").cancel)
     assert marker["requested_at"] <= marker["at"]
     assert main(["cancel", "running", "--store", store.uri]) == 0
@@ -108,10 +113,75 @@ def test_cancel_writes_the_marker_once_and_a_finished_run_is_left_as_it_is(capsy
 
     before = {k: store.get(k) for k in store.list("runs/finished/")}
     assert main(["cancel", "finished", "--store", store.uri]) == 0
-    assert "run finished has already finished (1 done, 1 failed, 0 cancelled): nothing to cancel, nothing changed" in (
-        capsys.readouterr().out
+    assert (
+        "run finished has already finished (1 done, 1 failed, 0 cancelled, 0 skipped): nothing to cancel, "
+        "nothing changed" in capsys.readouterr().out
     )
     assert {k: store.get(k) for k in store.list("runs/finished/")} == before
+
+
+def test_a_second_cancel_of_a_run_whose_items_are_all_recorded_cancelled_says_it_was_already_cancelled(capsys):
+    store = MemoryStore(uuid.uuid4().hex)
+    make_run(store, "r", ["done", "cancelled"])
+    request_cancel(store, "r")
+    assert main(["cancel", "r", "--store", store.uri]) == 0
+    assert "run r was already cancelled (1 done, 0 failed, 1 cancelled, 0 skipped" in capsys.readouterr().out
+
+
+def test_cancel_records_the_shards_no_worker_runs_so_collect_wait_returns_and_a_late_done_still_counts(capsys):
+    store = MemoryStore(uuid.uuid4().hex)
+    make_run(store, "r", ["done", None, None, None])
+    now = time.time()
+    write_progress(store, "r", "shard-00002", {"worker": "w2@host", "items": 1, "finished": 0.5, "at": now - 5})
+    write_progress(store, "r", "shard-00003", {"worker": "gone@host", "items": 1, "finished": 0.5, "at": now - 600})
+
+    assert main(["cancel", "r", "--store", store.uri]) == 0
+    out = capsys.readouterr().out
+    assert "2 items no worker was running are recorded cancelled, the workers running the other 1 record" in out
+    assert "`ascent resume r` finishes recording it" in out
+    assert main(["status", "r", "--store", store.uri]) == 0
+    assert "run r: 4 items, 1 done, 0 failed, 1 pending, 2 cancelled" in capsys.readouterr().out
+
+    # the worker running shard-00002 finishes it after all: its done record replaces nothing it should not
+    item = Item("000002", "file:///img/2.png", 1)
+    done = ShardRecord("r", "shard-00002", "fool", (ItemRecord.done(item, None, fooled=True, iterations=3),))
+    store.put_json(RunKeys("r").record("shard-00002"), done.to_dict())
+    started = time.monotonic()
+    assert main(["collect", "r", "--wait", "--timeout", "30", "--store", store.uri]) == 0
+    assert time.monotonic() - started < 10
+    assert "run r (fool, tiny): 4 items, 2 done, 0 failed, 0 pending, 2 cancelled" in capsys.readouterr().out
+
+
+def test_collect_wait_on_a_cancelled_run_whose_workers_are_gone_stops_waiting_and_names_resume(monkeypatch, capsys):
+    import ascent.producer.progress as following
+
+    monkeypatch.setattr(following, "STALL_SECONDS", 0.5)  # the wait notices a stall after this long
+    store = MemoryStore(uuid.uuid4().hex)
+    make_run(store, "r", ["done", None, None])
+    request_cancel(store, "r")  # its worker died after the cancel: its marker is a minute old
+    write_progress(
+        store, "r", "shard-00001", {"worker": "gone@host", "items": 1, "finished": 0.5, "at": time.time() - 61}
+    )
+    started = time.monotonic()
+    assert main(["collect", "r", "--wait", "--timeout", "60", "--store", store.uri]) == 1
+    assert time.monotonic() - started < 10
+    captured = capsys.readouterr()
+    assert "run r was cancelled and no worker is running its 2 pending items" in captured.err
+    assert "`ascent resume r` records them cancelled; collecting what is recorded" in captured.err
+    assert "run r (fool, tiny): 3 items, 1 done, 0 failed, 2 pending" in captured.out
+
+
+@pytest.mark.parametrize(
+    ("statuses", "code"),
+    [(["cancelled", "cancelled"], 1), (["failed", "cancelled", "cancelled"], 1), (["done", "cancelled"], 0)],
+)
+def test_collect_exits_1_when_no_item_is_done_and_some_failed_or_were_cancelled(statuses, code, capsys):
+    store = MemoryStore(uuid.uuid4().hex)
+    make_run(store, "r", statuses)
+    request_cancel(store, "r")
+    assert main(["collect", "r", "--store", store.uri]) == code
+    err = capsys.readouterr().err
+    assert ("ascent: no item of run r is done" in err) == bool(code)
 
 
 @pytest.mark.parametrize("command", ["status", "collect", "cancel"])
@@ -129,8 +199,60 @@ def test_status_shows_cancelled_items_rate_and_eta_and_each_workers_numbers(caps
     assert main(["status", "r", "--store", store.uri]) == 0
     out = capsys.readouterr().out
     assert "run r: 4 items, 2 done, 0 failed, 1 pending, 1 cancelled" in out
-    assert "  w1@host: 3 items, 0.50 images/s, last seen " in out  # 3 one-item shards of 2.0 s each
+    assert "  w1@host: 2 items, 0.50 images/s, last seen " in out  # 2 one-item shards run, 2.0 s each
     assert "images/s, ETA " in out
+
+
+def test_rates_count_the_images_run_not_those_skipped_or_cancelled_and_skipped_shows_with_cancelled(capsys):
+    store = MemoryStore(uuid.uuid4().hex)
+    make_run(store, "r", ["done", "failed", "skipped", "cancelled", "cancelled", None])
+    request_cancel(store, "r")
+    assert main(["status", "r", "--store", store.uri]) == 0
+    out = capsys.readouterr().out
+    assert "run r: 6 items, 1 done, 1 failed, 1 pending, 2 cancelled, 1 skipped" in out
+    assert "  w1@host: 2 items, 0.50 images/s" in out
+    rate = float(out.split("progress: 5/6 items, ")[1].split(" images/s")[0])
+    assert 0.5 <= rate <= 1.0  # 2 images in the ~2 s since the first shard started; not 5 items
+    assert "ETA" not in out  # what is left of a cancelled run is recorded cancelled, not run
+
+    make_run(store, "s", ["done", "skipped", "skipped", "cancelled"])
+    assert main(["collect", "s", "--wait", "--store", store.uri]) == 0
+    captured = capsys.readouterr()
+    assert "run s (fool, tiny): 4 items, 1 done, 0 failed, 0 pending, 1 cancelled, 2 skipped" in captured.out
+    assert "cancelled=1" in captured.err and "skipped=2" in captured.err  # the progress bar's postfix
+
+
+class CountingStore(MemoryStore):
+    """A memory store that notes every key read."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.reads: list[str] = []
+
+    def get(self, key: str) -> bytes:
+        self.reads.append(key)
+        return super().get(key)
+
+
+def test_the_exporter_reads_the_records_of_the_newest_runs_only_once_and_rates_count_images_run():
+    from ascent.producer.exporter import AscentCollector
+
+    store = CountingStore(uuid.uuid4().hex)
+    make_run(store, "old", ["done", "done"], created_at=1_000.0)
+    make_run(store, "new", ["done", "failed", "cancelled", "skipped"], created_at=2_000.0)
+    store.reads.clear()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in AscentCollector(store, Settings(), [], max_runs=1).collect()
+        for s in family.samples
+    }
+    assert not [k for k in store.reads if k.startswith("runs/old/records/")]
+    new_records = [k for k in store.reads if k.startswith("runs/new/records/")]
+    assert sorted(new_records) == sorted(set(new_records)) and len(new_records) == 4  # each read once
+    assert samples[("ascent_run_items", (("kind", "fool"), ("run", "new"), ("state", "skipped")))] == 1
+    assert samples[("ascent_run_fooled", (("run", "new"),))] == 1
+    # 2 images run in the 2.0 s from the first shard's start to the last record: 1/s, not 4 items / 2 s
+    assert samples[("ascent_images_per_second", (("run", "new"),))] == pytest.approx(1.0, rel=0.2)
 
 
 # ----------------------------------------------------------------------------- the worker's side

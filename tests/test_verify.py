@@ -9,6 +9,7 @@ import argparse
 import io
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from ascent.shared.spec import JobSpec
 from ascent.shared.store import FileStore
 from ascent.worker.handler import run_shard
 from ascent.worker.runtime import WorkerRuntime
-from tests.faults_util import REPO, ascent_ok
+from tests.faults_util import REPO, ascent
 from tests.nets_util import smooth_images
 from tests.test_report import assert_well_formed
 from tests.test_save_format import MODEL, SIZE, rows_of, run_fool
@@ -72,6 +73,38 @@ def test_on_a_finished_run_every_hash_and_claimed_prediction_holds(source):
         plan_verify(argparse.Namespace(run_id="nope", victims=[], verify_id="w"), settings, probe=False)
 
 
+def test_a_local_victim_file_travels_with_the_run_and_workers_check_its_sha256(source, tmp_path):
+    import hashlib
+
+    from ascent.producer.submit import plan_run
+    from ascent.producer.verify_command import with_victim_files
+    from ascent.shared.jobs.verify import Victim
+    from tests.nets_util import five_wide
+
+    local = tmp_path / "victim.pt"
+    with warnings.catch_warnings():  # TorchScript is deprecated, yet users have such files
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit")
+        torch.jit.save(torch.jit.trace(five_wide().eval(), torch.zeros(1, 3, VICTIM_SIZE, VICTIM_SIZE)), local)
+    args = argparse.Namespace(run_id="src", victims=[{"model": str(local), "size": VICTIM_SIZE}], verify_id="v3")
+    settings = Settings(store=source.uri)
+    spec, items, _ = plan_verify(args, settings, probe=False)
+    spec = with_victim_files(spec, source, upload=True).validate()  # as for a broker's remote workers
+
+    victim = Victim.from_json(spec.params.victims[0])
+    assert victim.model == source.url(run_key("v3", "uploads", "victim-0-model.pt"))
+    assert spec.files[victim.model] == hashlib.sha256(local.read_bytes()).hexdigest()
+    local.unlink()  # a remote worker cannot read the producer's file: it runs the copy
+    source.put_json(run_key("v3", "spec.json"), spec.to_dict())
+    first, second = plan_run(spec, items, 8).shards
+    runtime = WorkerRuntime.build(settings)
+    assert {r.status for r in run_shard(spec, first, source, runtime, "cpu").items} == {"done"}
+
+    copy = run_key("v3", "uploads", "victim-0-model.pt")
+    source.put(copy, source.get(copy) + b"tampered")
+    failed = run_shard(spec, second, source, WorkerRuntime.build(settings), "cpu").items
+    assert all(r.status == "failed" and "sha256 is not the one recorded" in (r.error or "") for r in failed)
+
+
 def wilson(k: int, n: int) -> tuple[float, float]:
     """The 95 % Wilson score interval, written out here."""
     z, p = 1.959963984540054, k / n
@@ -89,8 +122,10 @@ def test_verify_command_reports_a_tampered_output_and_the_transfer_table_on_work
     pixels[0, 0] ^= 1
     source.put(key, encode_png(pixels))
     args = ["verify", "src", "--model", VICTIM, "--weights", "random", "--size", str(VICTIM_SIZE)]
-    done = ascent_ok([*args, "--store", source.uri, "--verify-id", "v2"], tmp_path, PYTHONPATH=str(REPO))
+    done = ascent([*args, "--store", source.uri, "--verify-id", "v2"], tmp_path, PYTHONPATH=str(REPO))
+    assert done.returncode == 1, done.stderr
     assert f"tampered (1): {tampered}" in done.stdout
+    assert "ascent: run src does not verify: 1 tampered (the items are listed above)" in done.stderr
     v = json.loads(source.get(run_key("v2", "verify.json")))
     assert v["tampered"] == [tampered] and v["n_hash_ok"] == 11 and v["missing"] == []
     report = source.get(run_key("v2", "report.html")).decode()
