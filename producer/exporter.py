@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ascent.producer.flower import check_basic_auth, is_loopback
+from ascent.producer.flower import serving_auth
 from ascent.producer.runs import list_runs
 from ascent.shared.errors import AscentError, InvalidInput, StoreError, TransientError
 from ascent.shared.queue import DEFAULT_QUEUE, create_app
@@ -135,17 +135,7 @@ def serve(settings: Settings, address: str, port: int, basic_auth: str | None, q
     """Serve the metrics until interrupted."""
     from prometheus_client import CollectorRegistry
 
-    if basic_auth:
-        auth: str | None = check_basic_auth(basic_auth, "--basic-auth")
-    elif settings.flower_basic_auth:
-        auth = check_basic_auth(settings.flower_basic_auth, "ASCENT_FLOWER_BASIC_AUTH")
-    else:
-        auth = None
-    if not auth and not is_loopback(address):
-        raise InvalidInput(
-            f"refusing to serve metrics on {address or 'every address'} without authentication: pass "
-            "--basic-auth USER:PASSWORD or set ASCENT_FLOWER_BASIC_AUTH (or listen on 127.0.0.1)"
-        )
+    auth = serving_auth(settings, address, basic_auth, "metrics")
     names = [q.strip() for q in (queues or DEFAULT_QUEUE).split(",") if q.strip()]
     registry = CollectorRegistry()
     registry.register(AscentCollector(settings.open_store(), settings, names))

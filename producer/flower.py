@@ -36,10 +36,9 @@ def check_basic_auth(value: str, where: str) -> str:
     return value
 
 
-def serve(settings: Settings, address: str, port: int, basic_auth: str | None, note: Callable[[str], None]) -> None:
-    """Run Flower in this process until it stops, then leave the process (see the end)."""
-    if not settings.broker_url:
-        raise InvalidInput("no broker configured: set ASCENT_BROKER_URL or pass --broker redis://HOST:6379/0")
+def serving_auth(settings: Settings, address: str, basic_auth: str | None, what: str) -> str | None:
+    """The ``user:password`` pairs an HTTP endpoint (Flower, the exporter) requires: ``--basic-auth``, else
+    ASCENT_FLOWER_BASIC_AUTH, else none, which only a loopback ``address`` may do without (InvalidInput)."""
     if basic_auth:
         auth: str | None = check_basic_auth(basic_auth, "--basic-auth")
     elif settings.flower_basic_auth:
@@ -48,9 +47,17 @@ def serve(settings: Settings, address: str, port: int, basic_auth: str | None, n
         auth = None
     if not auth and not is_loopback(address):
         raise InvalidInput(
-            f"refusing to serve Flower on {address or 'every address'} without authentication: pass "
+            f"refusing to serve {what} on {address or 'every address'} without authentication: pass "
             "--basic-auth USER:PASSWORD or set ASCENT_FLOWER_BASIC_AUTH (or listen on 127.0.0.1)"
         )
+    return auth
+
+
+def serve(settings: Settings, address: str, port: int, basic_auth: str | None, note: Callable[[str], None]) -> None:
+    """Run Flower in this process until it stops, then leave the process (see the end)."""
+    if not settings.broker_url:
+        raise InvalidInput("no broker configured: set ASCENT_BROKER_URL or pass --broker redis://HOST:6379/0")
+    auth = serving_auth(settings, address, basic_auth, "Flower")
     if auth:
         os.environ["FLOWER_BASIC_AUTH"] = auth
     else:
