@@ -22,6 +22,7 @@ from ascent.shared.settings import Settings
 from ascent.shared.spec import Item, JobSpec, Shard
 from ascent.shared.store import FileStore
 from ascent.worker.app import worker_app as create_app
+from ascent.worker.handler import record_shard_skipped
 from ascent.worker.handler import run_shard as run_shard_record
 from ascent.worker.runtime import WorkerRuntime
 
@@ -315,3 +316,14 @@ def test_the_app_is_json_only_with_late_acks_prefetch_one_and_limits_below_the_v
 def test_time_limits_out_of_order_are_refused():
     with pytest.raises(ValueError, match="soft_time_limit < time_limit < visibility_timeout"):
         create_app(Settings(), soft_time_limit=10, time_limit=20, visibility_timeout=15)
+
+
+def test_a_late_skip_keeps_the_results_another_attempt_recorded(store, settings, good_and_bad):
+    spec = make_spec(store, "fool", {"target": 6, "max_iters": 2})
+    first = run_shard(spec, good_and_bad, store, settings, device="cpu")  # attempt A: done
+
+    # attempt B of the redelivered shard had passed the record check, then found the run precise enough
+    late = record_shard_skipped(spec, good_and_bad, store, "precision reached").to_dict()
+
+    assert late == first
+    assert store.get_json(run_key("run-1", "records", "shard-00000.json")) == first

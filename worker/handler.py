@@ -312,12 +312,18 @@ def finished_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
 def record_shard_skipped(
     spec: JobSpec, shard: Shard, store: Store, reason: str, *, info: dict[str, Any] | None = None
 ) -> ShardRecord:
-    """Record every item of the shard skipped, not run, because ``reason``."""
+    """Record every item of the shard skipped, not run, because ``reason``; a record already there (another
+    attempt's results) is kept and returned: the skip is written only if no record exists, in one step."""
+    key = RunKeys(spec.run_id).record(shard.shard_id)
     items = tuple(ItemRecord.skipped(item, reason) for item in shard.items)
     record = ShardRecord(
         spec.run_id, shard.shard_id, spec.kind, items, info=_record_info(info, None, time.perf_counter())
     )
-    store.put_json(RunKeys(spec.run_id).record(shard.shard_id), record.to_dict())
+    try:
+        store.create_json(key, record.to_dict())
+    except AlreadyExists:
+        log.info("shard %s/%s already recorded: not recorded skipped", spec.run_id, shard.shard_id)
+        return ShardRecord.from_dict(store.get_json(key))
     log.info("shard %s/%s: %d items skipped: %s", spec.run_id, shard.shard_id, len(items), reason)
     return record
 
