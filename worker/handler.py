@@ -48,6 +48,7 @@ from ascent.shared.jobs import get_job
 from ascent.shared.jobs.base import Job, Loaded, Outcome
 from ascent.shared.kernels.loop import iteration_hook
 from ascent.shared.keys import RunKeys
+from ascent.shared.limits import Limits
 from ascent.shared.models import Classifier
 from ascent.shared.records import ItemRecord, ShardRecord
 from ascent.shared.sources import SourceReader
@@ -86,6 +87,10 @@ class ShardContext:
     @property
     def keys(self) -> RunKeys:
         return RunKeys(self.spec.run_id)
+
+    @property
+    def limits(self) -> Limits:
+        return self.reader.limits
 
     def read_image(self, uri: str) -> tuple[np.ndarray, int | None]:
         return self.reader.load_image(uri)
