@@ -56,14 +56,13 @@ from ascent.shared.spec import Item, JobSpec, Shard
 from ascent.shared.store import Store
 from ascent.shared.tensors import to_tensor
 from ascent.worker.attempts import Attempts
+from ascent.worker.finished import finished_rows
 from ascent.worker.models import PRETRAINED, ModelCache
 from ascent.worker.runtime import WorkerRuntime
 from ascent.worker.watch import ShardWatch
 
 log = logging.getLogger(__name__)
 PNG_THREADS = 4  # encoders and store writes in flight per shard
-RECORDS_CACHED = 10_000  # shard records a process keeps parsed for stopping rules
-_RECORDS: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -294,24 +293,6 @@ def stopped(store: Store, run_id: str) -> str | None:
         return str(store.get_json(RunKeys(run_id).stopped).get("reason"))
     except (NotFoundInStore, InvalidInput, ValueError, AttributeError):
         return None
-
-
-def finished_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """The item records of every shard of the run recorded so far (unreadable records left out). A
-    record is never rewritten once there, so each process reads each record once (``_RECORDS``)."""
-    rows: list[dict[str, Any]] = []
-    if len(_RECORDS) > RECORDS_CACHED:
-        _RECORDS.clear()
-    for key in store.list(RunKeys(run_id).records):
-        cached = _RECORDS.get((store.uri, key))
-        if cached is None:
-            try:
-                cached = [i.to_dict() for i in ShardRecord.from_dict(store.get_json(key)).items]
-            except (InvalidInput, NotFoundInStore, ValueError):
-                continue
-            _RECORDS[(store.uri, key)] = cached
-        rows += cached
-    return rows
 
 
 def record_shard_skipped(
