@@ -327,3 +327,30 @@ def test_a_late_skip_keeps_the_results_another_attempt_recorded(store, settings,
 
     assert late == first
     assert store.get_json(run_key("run-1", "records", "shard-00000.json")) == first
+
+
+def test_the_progress_estimate_spans_the_shape_groups_of_a_style_shard(store, settings, tmp_path):
+    from ascent.shared.jobs import get_job
+    from ascent.shared.kernels.loop import iteration_hook
+    from ascent.worker.handler import ShardContext
+    from ascent.worker.watch import ShardWatch
+
+    style = png(tmp_path / "style.png", 30, 30, seed=9)
+    shapes = [(40, 60), (60, 40), (20, 30)]  # groups: items 0 and 2 (wide), then item 1 (tall)
+    items = [Item(f"00000{i}", png(tmp_path / f"c{i}.png", h, w, seed=i)) for i, (h, w) in enumerate(shapes)]
+    params = {"style": [style], "style_size": 16, "iters": 2, "style_layers": [1], "style_weights": [1.0]}
+    spec = make_spec(store, "style", params, size=16)
+    runtime = runtime_for(settings)
+    model = runtime.models.for_spec(spec, torch.device("cpu"), runtime.reader)
+    ctx = ShardContext(spec, model, torch.device("cpu"), store, runtime.reader, runtime.models)
+    job = get_job("style", runtime.jobs)
+    watch = ShardWatch(store, "run-1", "shard-00000", 3)
+    seen: list[float] = []
+
+    def hook(*args: int) -> None:
+        watch(*args)
+        seen.append(watch.finished)
+
+    with iteration_hook(hook):
+        job.run(ctx, [job.load(ctx, item) for item in items])
+    assert seen == [0.0, 1.0, 2.0, 2.5]  # 2 of 3 items, then the third: each group its share
