@@ -360,6 +360,17 @@ class S3Store(Store):
                 keys.extend(obj["Key"][len(self.prefix) :] for obj in page.get("Contents", ()))
         return sorted(keys)
 
+    def versions(self, prefix: str) -> dict[str, str | None]:
+        """From the same listing: each object's ETag and last-modified time (no request per object)."""
+        self._ensure_bucket()
+        found: dict[str, str | None] = {}
+        with self._errors(prefix + "*"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+                for obj in page.get("Contents", ()):
+                    found[obj["Key"][len(self.prefix) :]] = f"{obj.get('ETag')}:{obj.get('LastModified')}"
+        return dict(sorted(found.items()))
+
     def url(self, key: str, expires: int | None = None) -> str:
         """``s3://bucket/prefix/key``, or with ``expires`` (seconds) a presigned HTTP GET URL that
         points at ``public_endpoint_url`` (the name clients use) when one is set."""

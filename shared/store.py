@@ -8,6 +8,7 @@ an input file name never becomes a key.
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -66,6 +67,12 @@ class Store(ABC):
     @abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Keys that start with ``prefix``, sorted."""
+
+    def versions(self, prefix: str) -> dict[str, str | None]:
+        """The keys ``list(prefix)`` gives, each with a token that changes whenever the object is written
+        again (a cache of its content is valid while the token is the same); None where the store cannot
+        tell, so nothing may be cached for it."""
+        return dict.fromkeys(self.list(prefix))
 
     @abstractmethod
     def url(self, key: str, expires: int | None = None) -> str:
@@ -127,6 +134,10 @@ class MemoryStore(Store):
 
     def list(self, prefix: str) -> list[str]:
         return sorted(k for k in list(self._data) if k.startswith(prefix))
+
+    def versions(self, prefix: str) -> dict[str, str | None]:
+        found = {k: self._data.get(k) for k in self.list(prefix)}
+        return {k: hashlib.sha256(data).hexdigest() for k, data in found.items() if data is not None}
 
     def url(self, key: str, expires: int | None = None) -> str:
         return f"{self.uri}/{validate_key(key)}"
@@ -224,6 +235,17 @@ class FileStore(Store):
                 if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)
+
+    def versions(self, prefix: str) -> dict[str, str | None]:
+        """Each write is a new file (a rename or link of a fresh temp file): a new inode and change time."""
+        found: dict[str, str | None] = {}
+        for key in self.list(prefix):
+            try:
+                st = self._path(key).stat()
+            except FileNotFoundError:  # removed since the listing
+                continue
+            found[key] = f"{st.st_ino}:{st.st_ctime_ns}:{st.st_mtime_ns}:{st.st_size}"
+        return found
 
     def url(self, key: str, expires: int | None = None) -> str:
         return self._path(key).as_uri()

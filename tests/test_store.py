@@ -95,6 +95,18 @@ def test_list_returns_the_keys_under_a_prefix_sorted(store: Store) -> None:
     assert store.list("") == store.list("runs/")
 
 
+def test_versions_name_the_listed_keys_and_change_when_an_object_is_written_again(store: Store) -> None:
+    for key in ["runs/r1/records/s0.json", "runs/r1/records/s1.json", "runs/r10/records/s0.json"]:
+        store.put(key, b'{"n": 1}')
+    first = store.versions("runs/r1/records/")
+    assert list(first) == store.list("runs/r1/records/") and None not in first.values()
+    assert store.versions("runs/r1/records/") == first  # nothing written: the same versions
+    store.put("runs/r1/records/s0.json", b'{"n": 2}')
+    again = store.versions("runs/r1/records/")
+    assert again["runs/r1/records/s0.json"] != first["runs/r1/records/s0.json"]
+    assert again["runs/r1/records/s1.json"] == first["runs/r1/records/s1.json"]
+
+
 def test_list_of_an_unknown_prefix_is_empty(store: Store) -> None:
     assert store.list("runs/nothing-here/") == []
 

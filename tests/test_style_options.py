@@ -3,6 +3,7 @@ scales, per-image L-BFGS, init images, style scale, intermediate saves through t
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +203,50 @@ def test_the_batched_lbfgs_follows_torch_lbfgs_run_on_each_row_alone():
 
         opt.step(closure)
         torch.testing.assert_close(ours[i], x.detach()[0], rtol=1e-4, atol=1e-4)
+
+
+def test_an_lbfgs_style_shard_reports_progress_and_a_cancel_stops_it(tiny, tmp_path):
+    """The worker's iteration hook (progress marker, cancel check) runs in the L-BFGS loop too."""
+    from ascent.shared.control import request_cancel
+    from ascent.shared.errors import RunCancelled
+    from ascent.shared.kernels.loop import iteration_hook
+    from ascent.shared.keys import RunKeys
+    from ascent.shared.store import FileStore
+    from ascent.worker.watch import CHECK_SECONDS, ShardWatch
+
+    store = FileStore(tmp_path / "store")
+    watch = ShardWatch(store, "run-1", "shard-00000", 2)
+    started = watch.start()
+    calls: list[int] = []
+
+    def hook(t: int, iters: int, active: int, total: int) -> None:
+        calls.append(t)
+        if time.time() - started > 1.5 * CHECK_SECONDS and not store.exists(RunKeys("run-1").cancel):
+            request_cancel(store, "run-1")  # after one progress report
+        watch(t, iters, active, total)
+
+    content = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with iteration_hook(hook), pytest.raises(RunCancelled):
+        style_transfer(tiny, content, content[:1], iters=20_000, optimizer="lbfgs")  # minutes, uncancelled
+    assert 0 < len(calls) < 20_000 and calls == list(range(len(calls)))
+    marker = store.get_json(RunKeys("run-1").progress("shard-00000"))
+    assert marker["items"] == 2 and 0 < marker["finished"] < 2
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_the_progress_estimate_grows_over_the_scales_of_a_shard(tiny, optimizer, tmp_path):
+    from ascent.shared.kernels.loop import iteration_hook
+    from ascent.shared.store import FileStore
+    from ascent.worker.watch import ShardWatch
+
+    watch = ShardWatch(FileStore(tmp_path / "store"), "run-1", "shard-00000", 2)
+    seen: list[float] = []
+
+    def hook(*args: int) -> None:
+        watch(*args)
+        seen.append(watch.finished)
+
+    content = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with iteration_hook(hook):
+        style_transfer(tiny, content, content[:1], iters=2, scales=(8, 16), optimizer=optimizer)
+    assert seen == [0.0, 0.5, 1.0, 1.5]  # 2 items, 2 iterations at each of 2 scales: a quarter per step

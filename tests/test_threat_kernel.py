@@ -231,3 +231,22 @@ def test_bad_threat_arguments_are_named(tiny):
     ]:
         with pytest.raises(InvalidInput, match=message):
             fool(tiny, x, 3, **kwargs)
+
+
+def test_the_progress_estimate_spans_the_restarts(tiny, tmp_path):
+    from ascent.shared.kernels.loop import iteration_hook
+    from ascent.shared.store import FileStore
+    from ascent.worker.watch import ShardWatch
+
+    x, _ = images(2, seed=6)
+    watch = ShardWatch(FileStore(tmp_path / "store"), "run-1", "shard-00000", 2)
+    seen: list[tuple[int, float]] = []
+
+    def hook(t: int, *rest: int) -> None:
+        watch(t, *rest)
+        seen.append((t, watch.finished))
+
+    with iteration_hook(hook):  # a ball too small for any 8-bit change: no image is fooled, both restarts run
+        r = fool(tiny, x, TARGET, norm="linf", eps=0.5 / 255, max_iters=2, random_start=True, restarts=2)
+    assert not r.fooled.any()
+    assert seen == [(0, 0.0), (1, 0.5), (2, 1.0), (0, 1.0), (1, 1.5), (2, 2.0)]  # half the shard per restart

@@ -13,9 +13,14 @@ from ascent.producer.inputs import enumerate_inputs
 from ascent.shared.jobs import JOBS
 from ascent.shared.jobs.fool import FoolParams
 from ascent.shared.kernels import fool
-from ascent.shared.keys import run_key
+from ascent.shared.keys import RunKeys, run_key
 from ascent.shared.models import load_classifier
+from ascent.shared.spec import Item
+from ascent.shared.store import FileStore
+from ascent.worker import finished
+from ascent.worker.finished import finished_rows
 from tests.nets_util import smooth_images
+from tests.records_util import item_done, shard_record
 from tests.test_save_format import MODEL, rows_of, run_fool
 
 N, SIZE, W = 240, 16, 0.05
@@ -59,3 +64,33 @@ def test_until_ci_stops_once_precise_with_the_estimate_near_the_full_runs(tmp_pa
     page = store.get(run_key("ci", "report.html")).decode()
     assert "robust accuracy" in text and "Precision (--until-ci 0.05)" in page
     assert f"<div class=v>{len(skipped)}</div><div class=k>skipped (precision reached)</div>" in page
+
+
+def fooled_record(run_id: str, shard: int, fooled: list[bool]) -> dict:
+    items = [Item(f"{shard:03d}{i:03d}", f"file:///x/{i}.png") for i in range(len(fooled))]
+    rows = [item_done(item, None, fooled=f, pred_after=0) for item, f in zip(items, fooled, strict=True)]
+    return shard_record(run_id, f"shard-{shard:05d}", "fool", rows)
+
+
+def test_the_stopping_rule_reads_a_record_written_again_and_a_run_id_used_again(tmp_path):
+    store = FileStore(tmp_path / "store")
+    keys = RunKeys("again")
+    store.put_json(keys.record("shard-00000"), fooled_record("again", 0, [True] * 3))
+    assert [r["fooled"] for r in finished_rows(store, "again")] == [True] * 3
+
+    store.put_json(keys.record("shard-00000"), fooled_record("again", 0, [False] * 3))  # another attempt's
+    assert [r["fooled"] for r in finished_rows(store, "again")] == [False] * 3
+
+    store.delete(keys.record("shard-00000"))  # the run deleted, its id submitted again
+    store.put_json(keys.record("shard-00000"), fooled_record("again", 0, [True, False]))
+    assert [r["fooled"] for r in finished_rows(store, "again")] == [True, False]
+
+
+def test_a_worker_keeps_a_bounded_number_of_rows_parsed_and_still_reads_every_record(tmp_path):
+    store = FileStore(tmp_path / "store")
+    big = finished.ROWS_CACHED // 2 + 1  # two such records are more rows than a process keeps
+    for shard in range(3):
+        store.put_json(RunKeys("big").record(f"shard-{shard:05d}"), fooled_record("big", shard, [True] * big))
+    for _ in range(2):
+        assert len(finished_rows(store, "big")) == 3 * big
+        assert finished.rows_cached() <= finished.ROWS_CACHED

@@ -166,3 +166,16 @@ def test_the_options_after_a_model_are_that_victims_own(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["verify", "r", "--mean", "0.5,0.5,0.5"])
     assert "--mean belongs to a --model" in capsys.readouterr().err
+
+
+def test_verify_reads_the_stored_outputs_within_the_workers_own_pixel_limit(source):
+    settings = Settings(store=source.uri)
+    spec, items, _ = plan_verify(verify_args(source, verify_id="vp"), settings, probe=True)
+    store = settings.open_store()
+    from ascent.producer.submit import plan_run
+
+    shard = plan_run(spec, items, 2).shards[0]
+    strict = WorkerRuntime.build(Settings(store=source.uri, max_pixels=SIZE * SIZE - 1))  # ASCENT_MAX_PIXELS
+    record = run_shard(spec, shard, store, strict, "cpu").to_dict()
+    assert [i["readable"] for i in record["items"]] == [False, False]
+    assert all(i["problem"].startswith("unreadable: ") and "pixels" in i["problem"] for i in record["items"])

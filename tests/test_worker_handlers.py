@@ -22,6 +22,7 @@ from ascent.shared.settings import Settings
 from ascent.shared.spec import Item, JobSpec, Shard
 from ascent.shared.store import FileStore
 from ascent.worker.app import worker_app as create_app
+from ascent.worker.handler import record_shard_skipped
 from ascent.worker.handler import run_shard as run_shard_record
 from ascent.worker.runtime import WorkerRuntime
 
@@ -315,3 +316,41 @@ def test_the_app_is_json_only_with_late_acks_prefetch_one_and_limits_below_the_v
 def test_time_limits_out_of_order_are_refused():
     with pytest.raises(ValueError, match="soft_time_limit < time_limit < visibility_timeout"):
         create_app(Settings(), soft_time_limit=10, time_limit=20, visibility_timeout=15)
+
+
+def test_a_late_skip_keeps_the_results_another_attempt_recorded(store, settings, good_and_bad):
+    spec = make_spec(store, "fool", {"target": 6, "max_iters": 2})
+    first = run_shard(spec, good_and_bad, store, settings, device="cpu")  # attempt A: done
+
+    # attempt B of the redelivered shard had passed the record check, then found the run precise enough
+    late = record_shard_skipped(spec, good_and_bad, store, "precision reached").to_dict()
+
+    assert late == first
+    assert store.get_json(run_key("run-1", "records", "shard-00000.json")) == first
+
+
+def test_the_progress_estimate_spans_the_shape_groups_of_a_style_shard(store, settings, tmp_path):
+    from ascent.shared.jobs import get_job
+    from ascent.shared.kernels.loop import iteration_hook
+    from ascent.worker.handler import ShardContext
+    from ascent.worker.watch import ShardWatch
+
+    style = png(tmp_path / "style.png", 30, 30, seed=9)
+    shapes = [(40, 60), (60, 40), (20, 30)]  # groups: items 0 and 2 (wide), then item 1 (tall)
+    items = [Item(f"00000{i}", png(tmp_path / f"c{i}.png", h, w, seed=i)) for i, (h, w) in enumerate(shapes)]
+    params = {"style": [style], "style_size": 16, "iters": 2, "style_layers": [1], "style_weights": [1.0]}
+    spec = make_spec(store, "style", params, size=16)
+    runtime = runtime_for(settings)
+    model = runtime.models.for_spec(spec, torch.device("cpu"), runtime.reader)
+    ctx = ShardContext(spec, model, torch.device("cpu"), store, runtime.reader, runtime.models)
+    job = get_job("style", runtime.jobs)
+    watch = ShardWatch(store, "run-1", "shard-00000", 3)
+    seen: list[float] = []
+
+    def hook(*args: int) -> None:
+        watch(*args)
+        seen.append(watch.finished)
+
+    with iteration_hook(hook):
+        job.run(ctx, [job.load(ctx, item) for item in items])
+    assert seen == [0.0, 1.0, 2.0, 2.5]  # 2 of 3 items, then the third: each group its share

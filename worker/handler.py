@@ -48,6 +48,7 @@ from ascent.shared.jobs import get_job
 from ascent.shared.jobs.base import Job, Loaded, Outcome
 from ascent.shared.kernels.loop import iteration_hook
 from ascent.shared.keys import RunKeys
+from ascent.shared.limits import Limits
 from ascent.shared.models import Classifier
 from ascent.shared.records import ItemRecord, ShardRecord
 from ascent.shared.sources import SourceReader
@@ -55,14 +56,13 @@ from ascent.shared.spec import Item, JobSpec, Shard
 from ascent.shared.store import Store
 from ascent.shared.tensors import to_tensor
 from ascent.worker.attempts import Attempts
+from ascent.worker.finished import finished_rows
 from ascent.worker.models import PRETRAINED, ModelCache
 from ascent.worker.runtime import WorkerRuntime
 from ascent.worker.watch import ShardWatch
 
 log = logging.getLogger(__name__)
 PNG_THREADS = 4  # encoders and store writes in flight per shard
-RECORDS_CACHED = 10_000  # shard records a process keeps parsed for stopping rules
-_RECORDS: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -86,6 +86,10 @@ class ShardContext:
     @property
     def keys(self) -> RunKeys:
         return RunKeys(self.spec.run_id)
+
+    @property
+    def limits(self) -> Limits:
+        return self.reader.limits
 
     def read_image(self, uri: str) -> tuple[np.ndarray, int | None]:
         return self.reader.load_image(uri)
@@ -291,33 +295,21 @@ def stopped(store: Store, run_id: str) -> str | None:
         return None
 
 
-def finished_rows(store: Store, run_id: str) -> list[dict[str, Any]]:
-    """The item records of every shard of the run recorded so far (unreadable records left out). A
-    record is never rewritten once there, so each process reads each record once (``_RECORDS``)."""
-    rows: list[dict[str, Any]] = []
-    if len(_RECORDS) > RECORDS_CACHED:
-        _RECORDS.clear()
-    for key in store.list(RunKeys(run_id).records):
-        cached = _RECORDS.get((store.uri, key))
-        if cached is None:
-            try:
-                cached = [i.to_dict() for i in ShardRecord.from_dict(store.get_json(key)).items]
-            except (InvalidInput, NotFoundInStore, ValueError):
-                continue
-            _RECORDS[(store.uri, key)] = cached
-        rows += cached
-    return rows
-
-
 def record_shard_skipped(
     spec: JobSpec, shard: Shard, store: Store, reason: str, *, info: dict[str, Any] | None = None
 ) -> ShardRecord:
-    """Record every item of the shard skipped, not run, because ``reason``."""
+    """Record every item of the shard skipped, not run, because ``reason``; a record already there (another
+    attempt's results) is kept and returned: the skip is written only if no record exists, in one step."""
+    key = RunKeys(spec.run_id).record(shard.shard_id)
     items = tuple(ItemRecord.skipped(item, reason) for item in shard.items)
     record = ShardRecord(
         spec.run_id, shard.shard_id, spec.kind, items, info=_record_info(info, None, time.perf_counter())
     )
-    store.put_json(RunKeys(spec.run_id).record(shard.shard_id), record.to_dict())
+    try:
+        store.create_json(key, record.to_dict())
+    except AlreadyExists:
+        log.info("shard %s/%s already recorded: not recorded skipped", spec.run_id, shard.shard_id)
+        return ShardRecord.from_dict(store.get_json(key))
     log.info("shard %s/%s: %d items skipped: %s", spec.run_id, shard.shard_id, len(items), reason)
     return record
 

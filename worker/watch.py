@@ -4,7 +4,8 @@ iteration hook): stop when the run has been cancelled, and report how far the sh
 ``ShardWatch`` is the hook. At most every ``CHECK_SECONDS`` it looks for the run's cancel marker (raising
 ``RunCancelled`` out of the loop) and rewrites the shard's progress marker: the worker, the shard's item
 count and ``finished``, the items the loop is through as an estimate (samples that left the batch, plus
-the fraction of iterations run for the rest). Store faults while reporting are logged and ignored: progress
+the fraction of iterations run for the rest), placed within the shard's several kernel calls by
+``loop.progress_span``, so it only grows. Store faults while reporting are logged and ignored: progress
 is a hint, and the record written at the end is what counts.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from ascent.shared.control import cancel_marker, write_progress
 from ascent.shared.errors import RunCancelled, StoreError, TransientError
+from ascent.shared.kernels.loop import progress_span
 from ascent.shared.store import Store
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,9 @@ class ShardWatch:
     def __call__(self, t: int, iters: int, active: int, total: int) -> None:
         if total > 0:
             through = (total - active) + (active * t / iters if iters > 0 else 0.0)
-            self.finished = max(self.finished, min(self.n_items * through / total, float(self.n_items)))
+            start, width = progress_span()  # this call's share of the shard (restarts, scales, groups)
+            share = start + width * through / total
+            self.finished = max(self.finished, min(self.n_items * share, float(self.n_items)))
         now = time.monotonic()
         if now - self._last < CHECK_SECONDS:
             return

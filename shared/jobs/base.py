@@ -26,6 +26,7 @@ from ascent.shared import html
 from ascent.shared.catalog import ClassCatalog
 from ascent.shared.codecs import PNG, SaveFormat
 from ascent.shared.images import resize_center_crop
+from ascent.shared.limits import Limits
 from ascent.shared.params import JobParams
 from ascent.shared.spec import Item, JobSpec
 from ascent.shared.stats import finite
@@ -100,6 +101,11 @@ class WorkContext(Protocol):
     spec: JobSpec
     model: Any  # ascent.shared.models.Classifier
     device: Any  # torch.device
+
+    @property
+    def limits(self) -> Limits:
+        """The worker's limits (its settings: ``ASCENT_MAX_*``), for data a job reads other than by ``read_image``."""
+        ...
 
     def read_image(self, uri: str) -> tuple[np.ndarray, int | None]:
         """The image at ``uri`` (H×W×3 uint8) and its label from an .npz, within the worker's limits."""

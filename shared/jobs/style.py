@@ -251,6 +251,7 @@ class Style(Job):
 
     def run(self, ctx: WorkContext, batch: Sequence[Loaded]) -> list[Outcome]:
         from ascent.shared.kernels import style_transfer
+        from ascent.shared.kernels.loop import progress_part
         from ascent.shared.tensors import to_uint8
 
         p = ctx.spec.params
@@ -264,20 +265,23 @@ class Style(Job):
         combos = [grid.combination(x.item, p.content_weight, p.style_weight_scale) for x in batch]
         outcomes: dict[int, Outcome] = {}
         # Contents of different aspect ratios have different shapes: one batched optimisation per shape.
+        before = 0
         for group in group_by_shape(images_of(batch)):
             members = [batch[i] for i in group]
             chosen = [combos[i] for i in group]
             index = [c["style_index"] for c in chosen] if p.grid else None
-            result = style_transfer(
-                ctx.model,
-                ctx.tensor(images_of(members)),
-                styles,
-                **p.arguments("style", "style_size", "grid", "init", "content_weight", "style_weight_scale"),
-                init=init,
-                style_index=index,
-                content_weight=[c["content_weight"] for c in chosen],
-                style_weight_scale=[c["style_weight_scale"] for c in chosen],
-            )
+            with progress_part(before, len(group), len(batch)):  # the group's share of the shard's progress
+                result = style_transfer(
+                    ctx.model,
+                    ctx.tensor(images_of(members)),
+                    styles,
+                    **p.arguments("style", "style_size", "grid", "init", "content_weight", "style_weight_scale"),
+                    init=init,
+                    style_index=index,
+                    content_weight=[c["content_weight"] for c in chosen],
+                    style_weight_scale=[c["style_weight_scale"] for c in chosen],
+                )
+            before += len(group)
             outputs = to_uint8(result.images)
             snapshots = [(t, to_uint8(images)) for t, images in result.snapshots]
             for j, (i, x) in enumerate(zip(group, members, strict=True)):

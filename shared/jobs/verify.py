@@ -26,7 +26,6 @@ from ascent.shared.errors import InvalidInput
 from ascent.shared.jobs import verify_report as report
 from ascent.shared.jobs.base import Job, Loaded, Media, Outcome, WorkContext
 from ascent.shared.keys import RunKeys
-from ascent.shared.limits import Limits
 from ascent.shared.params import JobParams, Kind, param
 from ascent.shared.records import DONE
 from ascent.shared.spec import Item, JobSpec
@@ -161,7 +160,7 @@ class Verify(Job):
             return Stored(item, None, item.label, None, "missing")
         digest = hashlib.sha256(data).hexdigest()
         try:
-            image = decode_image(data, key, Limits().max_pixels)
+            image = decode_image(data, key, ctx.limits.max_pixels)
         except InvalidInput as exc:
             return Stored(item, None, item.label, digest, f"unreadable: {exc}")
         if image.shape[:2] != (ctx.spec.size, ctx.spec.size):

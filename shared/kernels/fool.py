@@ -36,6 +36,7 @@ from ascent.shared.kernels.loop import (
     model_device,
     normalized_gradient_step,
     num_classes,
+    progress_part,
     quantize,
 )
 from ascent.shared.models import Classifier, autocast
@@ -166,7 +167,8 @@ def fool(
             assert eps_rows is not None
             rows_seeds = [(seeds[i] + r * 7919) for i in todo.tolist()]
             start = attacks.random_start(x0[todo], eps_rows[todo], norm, rows_seeds)
-        adv, hit, first, after = attack.run(todo, start)
+        with progress_part(r, 1, restarts):  # a restart that ends the attack early leaves the rest unused
+            adv, hit, first, after = attack.run(todo, start)
         images_out[todo], fooled[todo], first_hit[todo], pred_after[todo] = adv, hit, first, after
         restart_of[todo] = r
         todo = todo[~hit]

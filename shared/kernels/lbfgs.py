@@ -14,6 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ascent.shared.kernels.loop import current_hook
+
 # x (N×...) -> per-image gradient of the per-image objective to *minimise* (N×..., same shape)
 Gradient = Callable[[int, Tensor], Tensor]
 # (t, x after step t) -> None: sees the iterates (intermediate saves)
@@ -37,7 +39,8 @@ def lbfgs(
     """Minimise from ``x0`` (N×...) for ``iters`` iterations, each one gradient evaluation at the
     current iterate and one step; returns x after the last step. A row whose gradient is below
     ``tolerance_grad`` (max-norm) stops moving; a step failing the curvature test (sᵀy ≤ 1e-10) is
-    kept out of that row's history. ``history`` pairs (s, y) per row."""
+    kept out of that row's history. ``history`` pairs (s, y) per row. The iteration hook installed by
+    ``loop.iteration_hook`` runs before each iteration; what it raises (a cancel) ends the loop."""
     shape, n = x0.shape, x0.shape[0]
     x = x0.detach().clone().reshape(n, -1)
     m = max(1, history)
@@ -47,7 +50,10 @@ def lbfgs(
     gamma = x.new_ones(n)  # the initial Hessian scale sᵀy / yᵀy of the newest accepted pair
     prev_x: Tensor | None = None
     prev_g: Tensor | None = None
+    hook = current_hook()  # the worker's progress and cancel check, as ``ascend`` calls it
     for t in range(iters):
+        if hook is not None:
+            hook(t, iters, n, n)
         g = gradient(t, x.reshape(shape)).detach().reshape(n, -1)
         if prev_x is not None and prev_g is not None:
             s, y = x - prev_x, g - prev_g

@@ -5,8 +5,10 @@ objective, the start image, the stop rule, the update rule and the projection (c
 each step; ``ascend`` runs any such combination with per-sample bookkeeping and early stopping.
 
 The loop calls an iteration hook before each iteration (``ascend(on_iteration=...)``, or the one
-installed around a job's run with ``iteration_hook``): the worker reports progress and stops a cancelled
-run there, so the kernels stay free of I/O.
+installed around a job's run with ``iteration_hook``; ``current_hook`` for the kernels' other loops, as
+L-BFGS): the worker reports progress and stops a cancelled run there, so the kernels stay free of I/O.
+A kernel or job that makes several calls per batch (restarts, scales, shape groups) runs each inside
+``progress_part``, so the hook's estimate (``progress_span``) covers the whole batch, not one call.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ EvaluateAt = Callable[[Tensor, Tensor], Tensor]
 IterationHook = Callable[[int, int, int, int], None]
 
 _HOOK: ContextVar[IterationHook | None] = ContextVar("ascent_iteration_hook", default=None)
+_SPAN: ContextVar[tuple[float, float]] = ContextVar("ascent_progress_span", default=(0.0, 1.0))
 
 
 @contextmanager
@@ -48,6 +51,29 @@ def iteration_hook(hook: IterationHook | None) -> Iterator[None]:
         yield
     finally:
         _HOOK.reset(token)
+
+
+def current_hook() -> IterationHook | None:
+    """The hook installed by ``iteration_hook`` (None outside one): loops other than ``ascend`` call it."""
+    return _HOOK.get()
+
+
+def progress_span() -> tuple[float, float]:
+    """(start, width): the fraction of the batch's work done before the current call, and the fraction
+    the call is (``(0.0, 1.0)`` outside any ``progress_part``)."""
+    return _SPAN.get()
+
+
+@contextmanager
+def progress_part(done: float, part: float, whole: float) -> Iterator[None]:
+    """The calls inside are the share ``[done, done + part]`` of ``whole`` of the enclosing span (parts
+    nest: scale k of K inside shape group g is a sub-share of the group's)."""
+    start, width = _SPAN.get()
+    token = _SPAN.set((start + width * done / whole, width * part / whole))
+    try:
+        yield
+    finally:
+        _SPAN.reset(token)
 
 
 def input_gradient(objective: Tensor, x: Tensor) -> Tensor:

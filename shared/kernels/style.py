@@ -19,7 +19,15 @@ from torch import Tensor
 from ascent.shared.errors import InvalidInput
 from ascent.shared.kernels.colors import keep_colors
 from ascent.shared.kernels.lbfgs import lbfgs
-from ascent.shared.kernels.loop import AdamStep, ascend, check_images, check_precision, model_device, quantize
+from ascent.shared.kernels.loop import (
+    AdamStep,
+    ascend,
+    check_images,
+    check_precision,
+    model_device,
+    progress_part,
+    quantize,
+)
 from ascent.shared.losses import content_loss, gram_matrix, style_loss, tv_loss
 from ascent.shared.models import Classifier, autocast
 
@@ -195,7 +203,8 @@ def style_transfer(
 
         args["warm"] = k > 0
         try:
-            x = _optimise(model.normalize(_start(image, init, content_s, seed)), losses, args, snap)
+            with progress_part(k, 1, len(sides)):
+                x = _optimise(model.normalize(_start(image, init, content_s, seed)), losses, args, snap)
         except torch.cuda.OutOfMemoryError:
             raise InvalidInput(
                 f"scale {side} px does not fit in the device's memory with {n} image(s): give smaller --scales "
