@@ -331,6 +331,26 @@ def mark_run_failed(store: Store, run_id: str, error: str, info: dict[str, Any] 
         store.create_json(RunKeys(run_id).failure, {"error": error, "at": time.time(), **(info or {})})
 
 
+def _record_unless_recorded(
+    spec: JobSpec,
+    shard: Shard,
+    store: Store,
+    items: Sequence[ItemRecord],
+    info: dict[str, Any] | None,
+    device: torch.device | None,
+    started: float | None,
+) -> tuple[ShardRecord, bool]:
+    """(the shard's record, whether it was written now): ``items`` are written as its record unless the
+    shard is already recorded, in which case that record is read and kept."""
+    key = RunKeys(spec.run_id).record(shard.shard_id)
+    if store.exists(key):
+        return ShardRecord.from_dict(store.get_json(key)), False
+    started = time.perf_counter() if started is None else started
+    record = ShardRecord(spec.run_id, shard.shard_id, spec.kind, tuple(items), info=_record_info(info, device, started))
+    store.put_json(key, record.to_dict())
+    return record, True
+
+
 def record_shard_cancelled(
     spec: JobSpec,
     shard: Shard,
@@ -342,14 +362,10 @@ def record_shard_cancelled(
     started: float | None = None,
 ) -> ShardRecord:
     """Record the shard's items cancelled, except those in ``kept`` (items that already failed)."""
-    key = RunKeys(spec.run_id).record(shard.shard_id)
-    if store.exists(key):
-        return ShardRecord.from_dict(store.get_json(key))
-    items = tuple(kept.get(item.item_id) or ItemRecord.cancelled(item) for item in shard.items)
-    started = time.perf_counter() if started is None else started
-    record = ShardRecord(spec.run_id, shard.shard_id, spec.kind, items, info=_record_info(info, device, started))
-    store.put_json(key, record.to_dict())
-    log.info("shard %s/%s: cancelled (%d items)", spec.run_id, shard.shard_id, record.count("cancelled"))
+    items = [kept.get(item.item_id) or ItemRecord.cancelled(item) for item in shard.items]
+    record, written = _record_unless_recorded(spec, shard, store, items, info, device, started)
+    if written:
+        log.info("shard %s/%s: cancelled (%d items)", spec.run_id, shard.shard_id, record.count("cancelled"))
     return record
 
 
@@ -364,12 +380,8 @@ def record_shard_failed(
     started: float | None = None,
 ) -> ShardRecord:
     """Record every item of the shard failed with ``reason`` (unless the shard is already recorded)."""
-    key = RunKeys(spec.run_id).record(shard.shard_id)
-    if store.exists(key):
-        return ShardRecord.from_dict(store.get_json(key))
-    items = tuple(ItemRecord.failed(item, _item_error(item, reason)) for item in shard.items)
-    started = time.perf_counter() if started is None else started
-    record = ShardRecord(spec.run_id, shard.shard_id, spec.kind, items, info=_record_info(info, device, started))
-    store.put_json(key, record.to_dict())
-    log.warning("shard %s/%s: all %d items failed: %s", spec.run_id, shard.shard_id, len(items), reason)
+    items = [ItemRecord.failed(item, _item_error(item, reason)) for item in shard.items]
+    record, written = _record_unless_recorded(spec, shard, store, items, info, device, started)
+    if written:
+        log.warning("shard %s/%s: all %d items failed: %s", spec.run_id, shard.shard_id, len(items), reason)
     return record
