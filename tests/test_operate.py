@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -24,16 +23,7 @@ from ascent.shared.records import ItemRecord, ShardRecord
 from ascent.shared.settings import Settings
 from ascent.shared.spec import Item, JobSpec, Manifest, Shard
 from ascent.shared.store import FileStore, MemoryStore, Store
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
-    for var in ("ASCENT_BROKER_URL", "ASCENT_STORE", "ASCENT_FLOWER_BASIC_AUTH"):
-        monkeypatch.delenv(var, raising=False)
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+from tests.test_cli import clean_environment  # noqa: F401 (autouse: no broker or store from the environment)
 
 
 def make_run(store: Store, run_id: str, statuses: list[str | None], created_at: float | None = None) -> None:
