@@ -12,7 +12,7 @@ from ascent.shared.errors import AscentError
 from ascent.shared.keys import RunKeys
 from ascent.shared.store import Store
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.25  # twice per worker report (CHECK_SECONDS): shards report at staggered times
 STALL_SECONDS = 10.0
 FRESH_SECONDS = 60.0  # a progress marker newer than this: a worker is running the shard (it rewrites it every ~0.5 s)
 

@@ -1,7 +1,8 @@
 """What a worker does between iterations of a shard's ascent loop (``ascent.shared.kernels.loop``'s
 iteration hook): stop when the run has been cancelled, and report how far the shard is.
 
-``ShardWatch`` is the hook. At most every ``CHECK_SECONDS`` it looks for the run's cancel marker (raising
+``ShardWatch`` is the hook. Every ``CHECK_SECONDS`` (``SOONER_SECONDS`` once a whole item more is
+through) it looks for the run's cancel marker (raising
 ``RunCancelled`` out of the loop) and rewrites the shard's progress marker: the worker, the shard's item
 count and ``finished``, the items the loop is through as an estimate (samples that left the batch, plus
 the fraction of iterations run for the rest), placed within the shard's several kernel calls by
@@ -24,6 +25,7 @@ from ascent.shared.store import Store
 
 log = logging.getLogger(__name__)
 CHECK_SECONDS = 0.5
+SOONER_SECONDS = 0.1  # an item more through is reported this soon (the bar moves per image)
 
 
 class ShardWatch:
@@ -35,6 +37,7 @@ class ShardWatch:
         self.finished = 0.0
         self.started_at: float | None = None
         self._last = 0.0
+        self._reported = 0.0
 
     def start(self) -> float:
         """Check for a cancel before the kernel starts; returns the kernel's start time, taken *before*
@@ -52,7 +55,8 @@ class ShardWatch:
             share = start + width * through / total
             self.finished = max(self.finished, min(self.n_items * share, float(self.n_items)))
         now = time.monotonic()
-        if now - self._last < CHECK_SECONDS:
+        wait = SOONER_SECONDS if int(self.finished) > int(self._reported) else CHECK_SECONDS
+        if now - self._last < wait:
             return
         self._last = now
         self._check_cancel()
@@ -77,6 +81,7 @@ class ShardWatch:
             "started_at": self.started_at,
             "at": time.time(),
         }
+        self._reported = self.finished
         try:
             write_progress(self.store, self.run_id, self.shard_id, marker)
         except (StoreError, TransientError) as exc:
