@@ -31,6 +31,7 @@ from typing import Any
 from ascent.producer import operate
 from ascent.producer.build import DEFAULT_SHARD_SIZE, PROG
 from ascent.producer.commands import COMMANDS, EXIT_FAILED, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, note
+from ascent.producer.flower import http_options
 from ascent.producer.options import add_job_options
 from ascent.producer.verify_command import add_verify_command
 from ascent.shared.errors import AscentError, InvalidInput, StoreError
@@ -153,13 +154,7 @@ def build_parser(jobs: Mapping[str, Job] | None = None) -> argparse.ArgumentPars
     worker.add_argument("--store", help="store URI (default: ASCENT_STORE)")
 
     flower = commands.add_parser("flower", help="Flower (the Celery monitor) for the configured broker")
-    flower.add_argument("--port", type=_positive_int, default=5555, help="HTTP port (default %(default)s)")
-    flower.add_argument("--address", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    flower.add_argument(
-        "--basic-auth",
-        metavar="USER:PASSWORD",
-        help="HTTP basic auth (default: ASCENT_FLOWER_BASIC_AUTH); required on a non-loopback address",
-    )
+    http_options(flower, 5555, _positive_int)
     flower.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL)")
 
     resume = _run_id_command(

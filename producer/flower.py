@@ -8,6 +8,7 @@ Flower reads itself.
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
 import sys
@@ -34,6 +35,18 @@ def check_basic_auth(value: str, where: str) -> str:
     if not all(len(pair) == 2 and pair[0] and pair[1] for pair in pairs):
         raise InvalidInput(f"{where}: must be USER:PASSWORD (comma-separated for several users), both non-empty")
     return value
+
+
+def http_options(parser: argparse.ArgumentParser, port: int, port_type: Callable[[str], int]) -> None:
+    """``--port``, ``--address`` and ``--basic-auth`` of an HTTP endpoint (Flower, the exporter); see
+    ``serving_auth``."""
+    parser.add_argument("--port", type=port_type, default=port, help="HTTP port (default %(default)s)")
+    parser.add_argument("--address", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument(
+        "--basic-auth",
+        metavar="USER:PASSWORD",
+        help="HTTP basic auth (default: ASCENT_FLOWER_BASIC_AUTH); required on a non-loopback address",
+    )
 
 
 def serving_auth(settings: Settings, address: str, basic_auth: str | None, what: str) -> str | None:

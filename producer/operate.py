@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ascent.producer.flower import http_options
 from ascent.shared.errors import InvalidInput
 from ascent.shared.settings import Settings
 
@@ -25,13 +26,7 @@ def add_commands(commands: Any, run_id_command: Callable[[Any, str, str], argpar
     classes.add_argument("--model", default="squeezenet1_1", help="the model (default %(default)s)")
     classes.add_argument("--class-names", metavar="FILE", help="the model's class names, one per line")
     exporter = commands.add_parser("exporter", help="Prometheus metrics of runs, queues and workers over HTTP")
-    exporter.add_argument("--port", type=int, default=9808, help="HTTP port (default %(default)s)")
-    exporter.add_argument("--address", default="127.0.0.1", help="address to listen on (default %(default)s)")
-    exporter.add_argument(
-        "--basic-auth",
-        metavar="USER:PASSWORD",
-        help="HTTP basic auth (default: ASCENT_FLOWER_BASIC_AUTH, as for Flower); required on a non-loopback address",
-    )
+    http_options(exporter, 9808, int)
     exporter.add_argument("--store", help="store URI (default: ASCENT_STORE)")
     exporter.add_argument("--broker", help="Redis URL (default: ASCENT_BROKER_URL)")
     exporter.add_argument("--queues", default=None, help="comma-separated queues to measure (default: ascent's)")
